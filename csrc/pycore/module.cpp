@@ -1,0 +1,174 @@
+// ganops._core: build information and the CPU core kernels on NumPy arrays, so the kernels
+// can be tested with neither framework imported.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ganops/activation.h"
+#include "ganops/bias_act.h"
+#include "ganops/build_info.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// A plain thread pool stand-in: the frameworks hand their own pools to the core instead.
+void parallel_for(int64_t begin, int64_t end, int64_t grain,
+                  const std::function<void(int64_t, int64_t)>& f) {
+  const int64_t n = end - begin;
+  const int64_t max_tasks = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t tasks = std::min<int64_t>(max_tasks, (n + grain - 1) / std::max<int64_t>(grain, 1));
+  if (tasks <= 1) {
+    if (n > 0) f(begin, end);
+    return;
+  }
+  const int64_t chunk = (n + tasks - 1) / tasks;
+  std::vector<std::thread> threads;
+  for (int64_t t = 1; t < tasks; ++t) {
+    const int64_t b = begin + t * chunk, e = std::min(end, b + chunk);
+    if (b < e) threads.emplace_back(f, b, e);
+  }
+  f(begin, std::min(end, begin + chunk));
+  for (auto& th : threads) th.join();
+}
+
+bool on(const char* flag) { return std::string(flag) == "ON"; }
+
+py::dict build_info() {
+  py::dict d;
+  d["version"] = GANOPS_VERSION;
+  d["torch"] = GANOPS_TORCH_VERSION;
+  d["torch_cuda"] = GANOPS_TORCH_CUDA_VERSION;
+  d["tensorflow"] = GANOPS_TF_VERSION;
+  d["cuda"] = GANOPS_CUDA_VERSION;
+  d["cuda_architectures"] = GANOPS_CUDA_ARCHS;
+  d["torch_cuda_kernels"] = on(GANOPS_BUILT_TORCH_CUDA);
+  d["tf_cuda_kernels"] = on(GANOPS_BUILT_TF_CUDA);
+  d["compiler"] = GANOPS_COMPILER;
+  d["cpu_parallelism"] = "framework thread pool (at::parallel_for / TF worker threads)";
+  d["core_threads"] = static_cast<int>(std::thread::hardware_concurrency());
+  return d;
+}
+
+py::dict activations() {
+  py::dict d;
+  for (int i = 0; i < static_cast<int>(ganops::Act::kCount); ++i) {
+    const auto& info = ganops::act_table()[i];
+    d[info.name] = py::make_tuple(info.default_alpha, info.default_gain);
+  }
+  return d;
+}
+
+ganops::BiasActParams make_params(const py::buffer_info& x, const py::object& b, int64_t dim,
+                                  const std::string& act, double alpha, double gain,
+                                  double clamp) {
+  const auto* info = ganops::find_act(act.c_str());
+  if (info == nullptr)
+    throw py::value_error("act: unknown activation '" + act + "'; expected one of " +
+                          ganops::act_names());
+  ganops::BiasActParams p;
+  p.act = info->act;
+  p.alpha = alpha;
+  p.gain = gain;
+  p.clamp = clamp;
+  p.numel = x.size;
+  if (!b.is_none()) {
+    const int64_t ndim = x.ndim;
+    if (dim < -ndim || dim >= ndim) throw py::index_error("dim out of range");
+    if (dim < 0) dim += ndim;
+    int64_t inner = 1;
+    for (int64_t d = dim + 1; d < ndim; ++d) inner *= x.shape[d];
+    p.channels = x.shape[dim];
+    p.inner = p.channels > 1 ? inner : 1;
+  }
+  return p;
+}
+
+template <typename T>
+using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+template <typename T>
+const T* bias_ptr(const py::object& b, int64_t channels, std::vector<Array<T>>& keep) {
+  if (b.is_none()) return nullptr;
+  keep.push_back(Array<T>::ensure(b));
+  if (!keep.back() || keep.back().ndim() != 1 || keep.back().shape(0) != channels)
+    throw py::value_error("b: expected a 1-D array with x.shape[dim] elements");
+  return keep.back().data();
+}
+
+// kind 0: forward(x); 1: backward(dy, x); 2: backward2(ddz, dy, x)
+template <typename T>
+py::array_t<T> run(int kind, std::vector<Array<T>> ins, const py::object& b, int64_t dim,
+                   const std::string& act, double alpha, double gain, double clamp) {
+  const Array<T>& x = ins.back();
+  for (const auto& a : ins) {
+    if (a.ndim() != x.ndim() || !std::equal(a.shape(), a.shape() + a.ndim(), x.shape()))
+      throw py::value_error("all array arguments must have the shape of x");
+  }
+  const auto p = make_params(x.request(), b, dim, act, alpha, gain, clamp);
+  std::vector<Array<T>> keep;
+  const T* bp = bias_ptr<T>(b, p.channels, keep);
+  py::array_t<T> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  T* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    if (kind == 0) ganops::cpu::bias_act_forward(p, ins[0].data(), bp, o, parallel_for);
+    if (kind == 1) ganops::cpu::bias_act_backward(p, ins[0].data(), ins[1].data(), bp, o, parallel_for);
+    if (kind == 2)
+      ganops::cpu::bias_act_backward2(p, ins[0].data(), ins[1].data(), ins[2].data(), bp, o,
+                                      parallel_for);
+  }
+  return out;
+}
+
+py::array dispatch(int kind, std::vector<py::array> arrays, py::object b, int64_t dim,
+                   const std::string& act, double alpha, double gain, double clamp) {
+  const bool f64 = arrays.back().dtype().is(py::dtype::of<double>());
+  if (!f64 && !arrays.back().dtype().is(py::dtype::of<float>()))
+    throw py::type_error("x: expected a float32 or float64 array");
+  auto convert = [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<Array<T>> ins;
+    for (auto& a : arrays) ins.push_back(Array<T>::ensure(a));
+    return py::array(run<T>(kind, ins, b, dim, act, alpha, gain, clamp));
+  };
+  return f64 ? convert(double{}) : convert(float{});
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "ganops core: build information and framework-free CPU kernels on NumPy arrays";
+  m.def("build_info", &build_info, "What this build was compiled against.");
+  m.def("activations", &activations,
+        "The activation table: name -> (default alpha, default gain).");
+  m.def(
+      "bias_act",
+      [](py::array x, py::object b, int64_t dim, const std::string& act, double alpha,
+         double gain, double clamp) { return dispatch(0, {x}, b, dim, act, alpha, gain, clamp); },
+      py::arg("x"), py::arg("b") = py::none(), py::arg("dim") = 1, py::arg("act") = "linear",
+      py::arg("alpha") = 0.0, py::arg("gain") = 1.0, py::arg("clamp") = -1.0,
+      "y = clamp(act(x + b) * gain); clamp < 0 means none.");
+  m.def(
+      "bias_act_backward",
+      [](py::array dy, py::array x, py::object b, int64_t dim, const std::string& act,
+         double alpha, double gain, double clamp) {
+        return dispatch(1, {dy, x}, b, dim, act, alpha, gain, clamp);
+      },
+      py::arg("dy"), py::arg("x"), py::arg("b") = py::none(), py::arg("dim") = 1,
+      py::arg("act") = "linear", py::arg("alpha") = 0.0, py::arg("gain") = 1.0,
+      py::arg("clamp") = -1.0, "dz = dy * dy/dz at z = x + b.");
+  m.def(
+      "bias_act_backward2",
+      [](py::array ddz, py::array dy, py::array x, py::object b, int64_t dim,
+         const std::string& act, double alpha, double gain, double clamp) {
+        return dispatch(2, {ddz, dy, x}, b, dim, act, alpha, gain, clamp);
+      },
+      py::arg("ddz"), py::arg("dy"), py::arg("x"), py::arg("b") = py::none(),
+      py::arg("dim") = 1, py::arg("act") = "linear", py::arg("alpha") = 0.0,
+      py::arg("gain") = 1.0, py::arg("clamp") = -1.0, "ddz * dy * d2y/dz2 at z = x + b.");
+}
