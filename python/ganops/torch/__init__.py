@@ -1,0 +1,13 @@
+"""ganops for PyTorch: ops under torch.ops.ganops.*, a functional API and nn layers.
+
+    import ganops.torch as gt
+    y = gt.bias_act(x, b, act="lrelu")            # fused bias + leaky ReLU * sqrt(2)
+    layer = gt.FusedLeakyReLU(512)                 # drop-in for StyleGAN2 code
+"""
+from ganops.torch import _library  # noqa: F401  (loads torch.ops.ganops)
+from ganops.torch import _bias_act_ops  # noqa: F401  (fake kernels and autograd)
+from ganops.torch import reference
+from ganops.torch.functional import bias_act, fused_leaky_relu
+from ganops.torch.layers import FusedBiasAct, FusedLeakyReLU
+
+__all__ = ["bias_act", "fused_leaky_relu", "FusedBiasAct", "FusedLeakyReLU", "reference"]

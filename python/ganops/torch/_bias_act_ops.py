@@ -1,0 +1,120 @@
+"""Fake (meta) kernels and autograd for torch.ops.ganops.bias_act*.
+
+Autograd chain, each step itself a custom op with an exact derivative:
+  bias_act            --grad-->  bias_act_backward   (dz = dy * f'(z) * gain * mask)
+  bias_act_backward   --grad-->  bias_act_backward   (for dy)  and  bias_act_backward2 (for x, b)
+  bias_act_backward2  --grad-->  not supported: third order raises a clear error.
+What is saved: x and b (b is tiny), nothing for linear without clamp; never y as well as x.
+"""
+import torch
+
+from ganops import _activations
+
+ops = torch.ops.ganops
+
+# f'' is zero everywhere (almost everywhere for relu/lrelu): second-order terms vanish.
+_PIECEWISE_LINEAR = ("linear", "relu", "lrelu")
+
+
+def _check(x, b, dim, act, clamp):
+    """The C++ checks, for fake tensors (torch.compile, opcheck) that never reach C++."""
+    torch._check(x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+                 lambda: f"ganops.bias_act: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    torch._check(act in _activations.defaults(), lambda: f"ganops.bias_act: act: unknown activation {act!r}")
+    torch._check(clamp is None or clamp >= 0, lambda: f"ganops.bias_act: clamp must be None or >= 0, got {clamp}")
+    if b is not None:
+        torch._check(-x.ndim <= dim < x.ndim, lambda: f"ganops.bias_act: dim {dim} is out of range for x with {x.ndim} dims")
+        torch._check(b.ndim == 1 and b.shape[0] == x.shape[dim],
+                     lambda: f"ganops.bias_act: b must be 1-D with x.shape[{dim}] elements, got shape {tuple(b.shape)}")
+        torch._check(b.dtype == x.dtype, lambda: f"ganops.bias_act: b has dtype {b.dtype} but x has {x.dtype}")
+
+
+@torch.library.register_fake("ganops::bias_act")
+def _bias_act_fake(x, b, dim, act, alpha, gain, clamp):
+    _check(x, b, dim, act, clamp)
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake("ganops::bias_act_backward")
+def _bias_act_backward_fake(grad, x, b, dim, act, alpha, gain, clamp):
+    _check(x, b, dim, act, clamp)
+    torch._check(grad.shape == x.shape, lambda: "ganops.bias_act: grad must have x's shape")
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake("ganops::bias_act_backward2")
+def _bias_act_backward2_fake(grad_grad, grad, x, b, dim, act, alpha, gain, clamp):
+    _check(x, b, dim, act, clamp)
+    return torch.empty_like(x)
+
+
+def _per_channel_sum(t, dim):
+    """Gradient for the bias: t summed over every dim but `dim`."""
+    dim = dim % t.ndim
+    return t.sum([d for d in range(t.ndim) if d != dim])
+
+
+# bias_act: dz for x; its per-channel sum for b.
+def _bias_act_setup(ctx, inputs, output):
+    x, b, dim, act, alpha, gain, clamp = inputs
+    ctx.args = (dim, act, alpha, gain, clamp)
+    ctx.has_bias = b is not None
+    ctx.needs_x = not (act == "linear" and clamp is None)  # else dz = dy * gain
+    if ctx.needs_x:
+        ctx.save_for_backward(x, b)
+
+
+def _bias_act_backward(ctx, grad):
+    dim, act, alpha, gain, clamp = ctx.args
+    if ctx.needs_x:
+        x, b = ctx.saved_tensors
+        dz = ops.bias_act_backward(grad, x, b, dim, act, alpha, gain, clamp)
+    else:
+        dz = grad * gain
+    db = _per_channel_sum(dz, dim) if ctx.has_bias and ctx.needs_input_grad[1] else None
+    return dz, db, None, None, None, None, None
+
+
+torch.library.register_autograd("ganops::bias_act", _bias_act_backward, setup_context=_bias_act_setup)
+
+
+# bias_act_backward(grad, x, b): linear in grad; through x and b via f''.
+def _bias_act_backward_setup(ctx, inputs, output):
+    grad, x, b, dim, act, alpha, gain, clamp = inputs
+    ctx.args = (dim, act, alpha, gain, clamp)
+    ctx.has_bias = b is not None
+    ctx.save_for_backward(grad, x, b)
+
+
+def _bias_act_backward_backward(ctx, grad_grad):
+    grad, x, b = ctx.saved_tensors
+    dim, act, alpha, gain, clamp = ctx.args
+    d_grad = d_x = d_b = None
+    if ctx.needs_input_grad[0]:
+        d_grad = ops.bias_act_backward(grad_grad, x, b, dim, act, alpha, gain, clamp)
+    if act not in _PIECEWISE_LINEAR and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+        d_x = ops.bias_act_backward2(grad_grad, grad, x, b, dim, act, alpha, gain, clamp)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            d_b = _per_channel_sum(d_x, dim)
+    return d_grad, d_x, d_b, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "ganops::bias_act_backward", _bias_act_backward_backward, setup_context=_bias_act_backward_setup
+)
+
+
+def _bias_act_backward2_setup(ctx, inputs, output):
+    ctx.act = inputs[5]
+
+
+def _bias_act_backward2_backward(ctx, grad):
+    raise RuntimeError(
+        f"ganops.bias_act: third-order gradients are not supported (act={ctx.act!r}); first and "
+        "second order are exact. Use ganops.torch.reference.bias_act for higher orders."
+    )
+
+
+torch.library.register_autograd(
+    "ganops::bias_act_backward2", _bias_act_backward2_backward, setup_context=_bias_act_backward2_setup
+)
