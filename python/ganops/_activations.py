@@ -1,15 +1,17 @@
 """Argument resolution shared by the PyTorch and TensorFlow front ends. The activation table
 (names, default alpha and gain) lives in the C++ core; this reads it from ganops._core."""
-import functools
 import math
 
+from ganops import _core
 
-@functools.lru_cache(maxsize=None)
+# {act name: (default alpha, default gain)}, read once: a plain dict that torch.compile
+# traces as a constant (a call into the extension module would break the graph).
+DEFAULTS = dict(_core.activations())
+
+
 def defaults():
     """{act name: (default alpha, default gain)} from the compiled core."""
-    from ganops import _core
-
-    return dict(_core.activations())
+    return DEFAULTS
 
 
 def resolve(act, alpha=None, gain=None, clamp=None):
@@ -17,7 +19,7 @@ def resolve(act, alpha=None, gain=None, clamp=None):
 
     Returns (alpha, gain, clamp) as floats (clamp stays None for no clamp).
     """
-    table = defaults()
+    table = DEFAULTS
     if not isinstance(act, str) or act not in table:
         raise ValueError(f"act: unknown activation {act!r}; expected one of {', '.join(table)}")
     default_alpha, default_gain = table[act]

@@ -51,7 +51,8 @@ def _bias_act_backward2_fake(grad_grad, grad, x, b, dim, act, alpha, gain, clamp
 def _per_channel_sum(t, dim):
     """Gradient for the bias: t summed over every dim but `dim`."""
     dim = dim % t.ndim
-    return t.sum([d for d in range(t.ndim) if d != dim])
+    others = [d for d in range(t.ndim) if d != dim]
+    return t.sum(others) if others else t  # sum([]) would reduce every dim
 
 
 # bias_act: dz for x; its per-channel sum for b.
@@ -92,10 +93,16 @@ def _bias_act_backward_backward(ctx, grad_grad):
     d_grad = d_x = d_b = None
     if ctx.needs_input_grad[0]:
         d_grad = ops.bias_act_backward(grad_grad, x, b, dim, act, alpha, gain, clamp)
-    if act not in _PIECEWISE_LINEAR and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
-        d_x = ops.bias_act_backward2(grad_grad, grad, x, b, dim, act, alpha, gain, clamp)
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        if act in _PIECEWISE_LINEAR:
+            # Zero, but a tensor rather than None: parameters reached only through this path
+            # still get a gradient (as with torch's own ops; DDP counts them as used).
+            # An expanded scalar allocates nothing.
+            d_x = x.new_zeros(()).expand(x.shape)
+        else:
+            d_x = ops.bias_act_backward2(grad_grad, grad, x, b, dim, act, alpha, gain, clamp)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            d_b = _per_channel_sum(d_x, dim)
+            d_b = b.new_zeros(b.shape) if act in _PIECEWISE_LINEAR else _per_channel_sum(d_x, dim)
     return d_grad, d_x, d_b, None, None, None, None, None
 
 
