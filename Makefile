@@ -21,12 +21,19 @@ build: $(DEPS_STAMP)
 	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
 
 # Each framework's tests run in their own process; tests/parity loads both in one.
+# pytest's exit code 5 (no tests collected) is not a failure; any failing test is.
 PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
+SUITES := core torch tf parity
 test: build
-	$(PYTEST) tests/core
-	$(PYTEST) tests/torch
-	$(PYTEST) tests/tf
-	$(PYTEST) tests/parity
+	@mkdir -p build/test-results; rm -f build/test-results/*.xml; status=0; \
+	for suite in $(SUITES); do \
+	  echo "== tests/$$suite"; \
+	  $(PYTEST) tests/$$suite --junitxml=build/test-results/$$suite.xml; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "tests/$$suite: no tests collected"; \
+	  elif [ $$rc -ne 0 ]; then status=1; fi; \
+	done; \
+	$(BIN)/python tests/summary.py build/test-results/*.xml || status=1; \
+	exit $$status
 
 bench: build
 	$(BIN)/python benchmarks/run.py
