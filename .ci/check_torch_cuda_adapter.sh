@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-CUDA_INC=${CUDA_INC:-$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")/include}
+# The toolkit's include dir: CUDA_HOME, else where nvcc says it lives (nvcc may be a wrapper).
+CUDA_INC=${CUDA_INC:-${CUDA_HOME:-$(nvcc --dryrun -x cu /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n1)}/include}
+[ -f "$CUDA_INC/cuda_runtime.h" ] || CUDA_INC=/usr/local/cuda/include
 TORCH_INC=$("$PY" -c 'import torch.utils.cpp_extension as c; print(" ".join("-I" + p for p in c.include_paths()))')
 shim=$(mktemp -d)
 trap 'rm -rf "$shim"' EXIT
