@@ -1,0 +1,12 @@
+"""ganops for TensorFlow 2 / Keras 3: compiled ops, their gradients, the functional API, Keras
+layers and a pure-TF reference.
+
+    import ganops.tf as gtf
+    y = gtf.bias_act(x, b, dim=-1, act="lrelu")
+    layer = gtf.layers.FusedBiasAct("lrelu")
+"""
+from ganops.tf import _library  # loads the op library first: a build mismatch fails here, clearly
+from ganops.tf import layers, reference
+from ganops.tf.functional import bias_act
+
+__all__ = ["bias_act", "layers", "reference"]
