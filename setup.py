@@ -50,9 +50,11 @@ class CMakeBuild(build_ext):
             args.append(f"-Dpybind11_DIR={pybind11.get_cmake_dir()}")
         except ImportError:
             pass
-        for key in ("GANOPS_WITH_TORCH", "GANOPS_WITH_TF", "GANOPS_WITH_CUDA", "CMAKE_CUDA_ARCHITECTURES"):
-            if os.environ.get(key):
-                args.append(f"-D{key}={os.environ[key]}")
+        # Always pass the switches: an unset one means AUTO, not whatever the CMake cache kept.
+        for key in ("GANOPS_WITH_TORCH", "GANOPS_WITH_TF", "GANOPS_WITH_CUDA"):
+            args.append(f"-D{key}={os.environ.get(key, 'AUTO')}")
+        if os.environ.get("CMAKE_CUDA_ARCHITECTURES"):
+            args.append(f"-DCMAKE_CUDA_ARCHITECTURES={os.environ['CMAKE_CUDA_ARCHITECTURES']}")
         if shutil.which("ninja"):
             args.append("-GNinja")
 

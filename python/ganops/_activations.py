@@ -20,7 +20,9 @@ def resolve(act, alpha=None, gain=None, clamp=None):
     Returns (alpha, gain, clamp) as floats (clamp stays None for no clamp).
     """
     table = DEFAULTS
-    if not isinstance(act, str) or act not in table:
+    if not isinstance(act, str):
+        raise TypeError(f"act must be a string, got {type(act).__name__}")
+    if act not in table:
         raise ValueError(f"act: unknown activation {act!r}; expected one of {', '.join(table)}")
     default_alpha, default_gain = table[act]
     if alpha is not None and act != "lrelu":

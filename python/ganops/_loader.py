@@ -30,6 +30,11 @@ def check_built_against(framework, key, imported_version):
     from ganops import _core
 
     built = _core.build_info().get(key, "")
+    if not built:
+        raise BuildMismatchError(
+            f"ganops was built without {framework}: it was not importable when ganops was built. "
+            + REBUILD_HINT
+        )
     if built != imported_version:
         raise BuildMismatchError(
             f"ganops was built against {framework} {built or '(none)'} but {framework} "
@@ -45,3 +50,10 @@ def load_checked(load, path, framework):
         raise BuildMismatchError(
             f"ganops could not load {os.path.basename(path)} into {framework}: {exc}. " + REBUILD_HINT
         ) from exc
+
+
+def load_framework_library(framework, key, imported_version, package_dir, stem, load):
+    """Find `stem` in `package_dir`, check the build matches the imported framework, load it."""
+    path = library_path(package_dir, stem)
+    check_built_against(framework, key, imported_version)
+    return load_checked(load, path, framework)

@@ -20,3 +20,11 @@ def test_loader_failure_becomes_rebuild_message(tmp_path):
 
     with pytest.raises(_loader.BuildMismatchError, match="undefined symbol.*Rebuild"):
         _loader.load_checked(failing_load, str(tmp_path / "_ganops_torch.so"), "torch")
+
+
+def test_built_without_the_framework(monkeypatch):
+    from ganops import _core
+
+    monkeypatch.setattr(_core, "build_info", lambda: {"torch": ""})
+    with pytest.raises(_loader.BuildMismatchError, match="built without torch.*Rebuild"):
+        _loader.check_built_against("torch", "torch", "2.13.0")

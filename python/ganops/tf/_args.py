@@ -1,39 +1,9 @@
-"""Argument checks for ganops.tf.bias_act, shared by the op wrapper and the pure-TF reference so
-both reject the same inputs with the same messages. Defaults come from the compiled core's
-activation table (ganops._core.activations()), never from a copy of it."""
-import math
-
+"""Tensor checks for ganops.tf.bias_act, shared by the op wrapper and the pure-TF reference so
+both reject the same inputs with the same messages. The scalar arguments (act, alpha, gain,
+clamp) are resolved by ganops._activations.resolve, shared with the PyTorch front end."""
 import tensorflow as tf
 
-from ganops import _core
-
-# {act name: (default alpha, default gain)}, read once from the core.
-ACTIVATIONS = dict(_core.activations())
-
 FLOAT_DTYPES = (tf.float32, tf.float64, tf.float16, tf.bfloat16)
-
-
-def resolve_scalars(act, alpha=None, gain=None, clamp=None):
-    """Validate act/alpha/gain/clamp and fill in the activation's defaults.
-
-    Returns (alpha, gain, clamp) as floats; clamp stays None for no clamp.
-    """
-    if not isinstance(act, str):
-        raise TypeError(f"act must be a string, got {type(act).__name__}")
-    if act not in ACTIVATIONS:
-        raise ValueError(f"act: unknown activation {act!r}; expected one of {', '.join(ACTIVATIONS)}")
-    default_alpha, default_gain = ACTIVATIONS[act]
-    if alpha is not None and act != "lrelu":
-        raise ValueError(f"alpha is only used by act='lrelu', got alpha={alpha!r} with act={act!r}")
-    alpha = default_alpha if alpha is None else float(alpha)
-    gain = default_gain if gain is None else float(gain)
-    if not math.isfinite(gain):
-        raise ValueError(f"gain must be finite, got {gain!r}")
-    if clamp is not None:
-        clamp = float(clamp)
-        if not clamp >= 0:  # also rejects NaN
-            raise ValueError(f"clamp must be None or >= 0, got {clamp!r}")
-    return alpha, gain, clamp
 
 
 def check_tensors(x, b, dim):

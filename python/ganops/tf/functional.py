@@ -2,7 +2,8 @@
 gradients registered for GradientTape and tf.function."""
 import tensorflow as tf
 
-from ganops.tf._args import check_tensors, resolve_scalars
+from ganops._activations import resolve
+from ganops.tf._args import check_tensors
 from ganops.tf._library import ops
 
 _ATTR_NAMES = ("act", "alpha", "gain", "clamp", "dim", "has_bias")
@@ -24,7 +25,7 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
     Gradients with respect to x and b are exact to second order. alpha, gain and clamp are
     TF float attributes, so they carry float32 precision even for float64 inputs.
     """
-    alpha, gain, clamp = resolve_scalars(act, alpha, gain, clamp)
+    alpha, gain, clamp = resolve(act, alpha, gain, clamp)
     x, b, dim = check_tensors(x, b, dim)
     has_bias = b is not None
     if not has_bias:

@@ -2,7 +2,7 @@
 import keras
 import tensorflow as tf
 
-from ganops.tf._args import resolve_scalars
+from ganops._activations import resolve
 from ganops.tf.functional import bias_act
 
 
@@ -20,7 +20,7 @@ class FusedBiasAct(keras.layers.Layer):
     def __init__(self, act="linear", alpha=None, gain=None, clamp=None, dim=-1, use_bias=True,
                  bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        resolve_scalars(act, alpha, gain, clamp)  # fail at construction, not at first call
+        resolve(act, alpha, gain, clamp)  # fail at construction, not at first call
         self.act = act
         self.alpha = alpha
         self.gain = gain

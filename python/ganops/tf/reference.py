@@ -7,7 +7,8 @@ import math
 
 import tensorflow as tf
 
-from ganops.tf._args import check_tensors, resolve_scalars
+from ganops._activations import resolve
+from ganops.tf._args import check_tensors
 
 # torch.nn.SELU's constants.
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -41,7 +42,7 @@ def _apply(act, z, alpha):
         return z * tf.sigmoid(z)
     if act == "gelu":
         return 0.5 * z * (1.0 + tf.math.erf(z / math.sqrt(2.0)))  # exact, not the tanh form
-    raise AssertionError(f"reference bias_act lacks activation {act!r}")  # resolve_scalars checked
+    raise AssertionError(f"reference bias_act lacks activation {act!r}")  # resolve checked
 
 
 def _bias_shape(x, dim):
@@ -58,7 +59,7 @@ def _bias_shape(x, dim):
 def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
     """``clip(act(x + b) * gain, -clamp, clamp)`` with plain TF ops; same arguments as
     ganops.tf.bias_act."""
-    alpha, gain, clamp = resolve_scalars(act, alpha, gain, clamp)
+    alpha, gain, clamp = resolve(act, alpha, gain, clamp)
     x, b, dim = check_tensors(x, b, dim)
     dtype = x.dtype
     compute_dtype = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
