@@ -76,7 +76,17 @@ def _ms(r):
     if r["status"] != "ok":
         return r["status"]
     v = r["median_ms"]
-    return f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
+    text = f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
+    return text + (NOISY if noisy(r) else "")
+
+
+NOISY = "†"
+NOISY_IQR = 0.25
+
+
+def noisy(r):
+    """Interquartile range over NOISY_IQR of the median: the timing is not to be trusted much."""
+    return r["status"] == "ok" and (r["q3_ms"] - r["q1_ms"]) > NOISY_IQR * r["median_ms"]
 
 
 def _mib(n):
@@ -220,6 +230,11 @@ def markdown(op, doc, meta, spec, rows, skipped, budget):
             out += ["no rows", ""]
             continue
         out += [markdown_table(rows, spec[fw], fw), ""]
+        n_noisy = sum(noisy(r) for r in rows if r["framework"] == fw)
+        if n_noisy:
+            out += [f"{NOISY} {n_noisy} timing(s) with an interquartile range over {NOISY_IQR:.0%} of the median: "
+                    "the machine was busy or the time is scheduler-bound (compare the load average above); "
+                    "read those ratios with care.", ""]
         out += ["Targets (goals to report against, not tests):", "", summary(rows, spec[fw], fw), ""]
         st = saved_table(rows, spec[fw], fw)
         if st:
