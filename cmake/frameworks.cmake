@@ -51,6 +51,17 @@ print(os.path.join(os.path.dirname(torch.__file__), 'lib'))
     list(GET _lines 3 _inc)
     string(REPLACE "|" ";" GANOPS_TORCH_INCLUDE_DIRS "${_inc}")
     list(GET _lines 4 GANOPS_TORCH_LIBRARY_DIR)
+    # at::parallel_for runs serially unless the caller is compiled with the OpenMP that torch
+    # was built with; -fopenmp's libgomp.so.1 then resolves to the copy torch already loaded.
+    set(GANOPS_TORCH_OPENMP OFF)
+    foreach(_dir IN LISTS GANOPS_TORCH_INCLUDE_DIRS)
+      if(EXISTS "${_dir}/ATen/Config.h")
+        file(STRINGS "${_dir}/ATen/Config.h" _omp REGEX "define AT_PARALLEL_OPENMP 1")
+        if(_omp)
+          set(GANOPS_TORCH_OPENMP ON)
+        endif()
+      endif()
+    endforeach()
     set(GANOPS_TORCH_LIBRARIES
         ${GANOPS_TORCH_LIBRARY_DIR}/libc10${CMAKE_SHARED_LIBRARY_SUFFIX}
         ${GANOPS_TORCH_LIBRARY_DIR}/libtorch_cpu${CMAKE_SHARED_LIBRARY_SUFFIX})

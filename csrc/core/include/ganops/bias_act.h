@@ -145,7 +145,7 @@ void bias_act_forward(const BiasActParams& p, const T* x, const T* b, T* y,
   using A = acc_t<T>;
   dispatch_math(p, [&](auto act_tag, auto clamp_tag) {
     const BiasActMath<decltype(act_tag)::value, decltype(clamp_tag)::value, A> m(p);
-    elementwise(p, b, parallel_for, [&](int64_t i, A bv) {
+    elementwise(p, b, parallel_for, [&](int64_t i, A bv) GANOPS_INLINE_LAMBDA {
       y[i] = static_cast<T>(m.forward(static_cast<A>(x[i]) + bv));
     });
   });
@@ -158,7 +158,7 @@ void bias_act_backward(const BiasActParams& p, const T* dy, const T* x, const T*
   using A = acc_t<T>;
   dispatch_math(p, [&](auto act_tag, auto clamp_tag) {
     const BiasActMath<decltype(act_tag)::value, decltype(clamp_tag)::value, A> m(p);
-    elementwise(p, b, parallel_for, [&](int64_t i, A bv) {
+    elementwise(p, b, parallel_for, [&](int64_t i, A bv) GANOPS_INLINE_LAMBDA {
       dz[i] = static_cast<T>(m.grad(static_cast<A>(dy[i]), static_cast<A>(x[i]) + bv));
     });
   });
@@ -171,7 +171,7 @@ void bias_act_backward2(const BiasActParams& p, const T* ddz, const T* dy, const
   using A = acc_t<T>;
   dispatch_math(p, [&](auto act_tag, auto clamp_tag) {
     const BiasActMath<decltype(act_tag)::value, decltype(clamp_tag)::value, A> m(p);
-    elementwise(p, b, parallel_for, [&](int64_t i, A bv) {
+    elementwise(p, b, parallel_for, [&](int64_t i, A bv) GANOPS_INLINE_LAMBDA {
       out[i] = static_cast<T>(m.grad2(static_cast<A>(ddz[i]), static_cast<A>(dy[i]),
                                       static_cast<A>(x[i]) + bv));
     });
