@@ -32,7 +32,7 @@ REGISTRY = {
     "bias_act": "benchmarks.bias_act",
 }
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results")
-README = os.path.join(ROOT, "benchmarks", "README.md")
+README = os.path.join(ROOT, "README.md")  # its bench:<op> section is rewritten by a full run
 FRAMEWORKS = ("torch", "tf")
 
 _t0 = time.perf_counter()
@@ -202,8 +202,11 @@ def main(argv=None):
             log(f"{op}: no chart: {_reason(exc)}")
         if os.path.abspath(opts.out) == os.path.abspath(DEFAULT_OUT) and not opts.quick:
             rel = os.path.relpath(opts.out, os.path.dirname(README))
+            machine = (f"Measured by `make bench` on {meta['cpu']}, {meta['cores']} cores, {meta['memory_gib']} GiB, "
+                       f"torch {meta.get('torch', '-')}, TensorFlow {meta.get('tensorflow', '-')}, "
+                       f"commit {meta['git']}, {meta['date'][:10]}.")
             report.update_readme(README, op, f"{rel}/{op}.md", f"{rel}/{op}.png" if have_png else None,
-                                 "\n\n".join(report.markdown_table(rows[op], mod.SPEC[fw], fw)
+                                 machine + "\n\n" + "\n\n".join(report.markdown_table(rows[op], mod.SPEC[fw], fw)
                                              for fw in FRAMEWORKS if any(r["framework"] == fw for r in rows[op])))
         print(md)
         failed += [r for r in rows[op] if r["status"] != "ok" and r["variant"].startswith("ganops")]
