@@ -51,6 +51,11 @@ py::dict build_info() {
   d["compiler"] = GANOPS_COMPILER;
   d["cpu_parallelism"] = "framework thread pool (at::parallel_for / TF worker threads)";
   d["core_threads"] = static_cast<int>(std::thread::hardware_concurrency());
+#if GANOPS_CPU_DISPATCH
+  d["cpu_loops"] = ganops::cpu_has_avx2_fma() ? "avx2+fma" : "baseline (sse2)";
+#else
+  d["cpu_loops"] = "baseline";
+#endif
   return d;
 }
 
