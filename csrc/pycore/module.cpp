@@ -162,6 +162,16 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("x"), "The vectorizable float32 exp used by the CPU activation loops.");
   m.def(
+      "verf",
+      [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+        py::array_t<float> out(x.request().shape);
+        const float* in = x.data();
+        float* o = out.mutable_data();
+        for (py::ssize_t i = 0; i < x.size(); ++i) o[i] = ganops::verf(in[i]);
+        return out;
+      },
+      py::arg("x"), "The vectorizable float32 erf used by the CPU activation loops.");
+  m.def(
       "bias_act",
       [](py::array x, py::object b, int64_t dim, const std::string& act, double alpha,
          double gain, double clamp) { return dispatch(0, {x}, b, dim, act, alpha, gain, clamp); },

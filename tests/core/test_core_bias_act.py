@@ -128,3 +128,11 @@ def test_vectorizable_exp_is_within_a_few_ulp():
     special = _core.vexp(np.array([np.inf, -np.inf, np.nan, 89.0, -88.0, 0.0], np.float32))
     assert special[0] == np.inf and special[1] == 0 and np.isnan(special[2])
     assert special[3] == np.inf and special[4] == 0 and special[5] == 1.0
+
+
+def test_vectorizable_erf_error_is_bounded():
+    x = np.linspace(-6, 6, 1_200_001, dtype=np.float32)
+    exact = _erf(x.astype(np.float64))
+    assert np.max(np.abs(_core.verf(x).astype(np.float64) - exact)) <= 2e-7
+    special = _core.verf(np.array([np.inf, -np.inf, np.nan, 0.0], np.float32))
+    assert special[0] == 1 and special[1] == -1 and np.isnan(special[2]) and abs(special[3]) < 1e-8
