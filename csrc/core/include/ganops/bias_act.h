@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ganops/activation.h"
+#include "ganops/cpu_dispatch.h"
 #include "ganops/macros.h"
 
 namespace ganops {
