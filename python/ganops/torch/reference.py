@@ -38,3 +38,38 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
     if clamp is not None:
         y = y.clamp(-clamp, clamp)
     return y.to(dtype)
+
+
+def _weight_to_matrix(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    dim = dim % weight.ndim
+    if dim != 0:
+        weight = weight.permute(dim, *(d for d in range(weight.ndim) if d != dim))
+    return weight.flatten(1) if weight.ndim > 1 else weight.unsqueeze(1)
+
+
+def spectral_norm_power_iteration(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                                  dim: int = 0, n_power_iterations: int = 1,
+                                  eps: float = 1e-12) -> torch.Tensor:
+    """Reference power method (DESIGN §4, torch's order): n times u = normalize(M v),
+    v = normalize(M^T u), updating u and v in place; returns sigma = u^T M v (not
+    differentiable). Computes in float32 for half types, float64 for float64."""
+    acc = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    with torch.no_grad():
+        m = _weight_to_matrix(weight.detach(), dim).to(acc)
+        uu, vv = u.to(acc), v.to(acc)
+        for _ in range(n_power_iterations):
+            uu = F.normalize(m @ vv, dim=0, eps=eps)
+            vv = F.normalize(m.T @ uu, dim=0, eps=eps)
+        u.copy_(uu)
+        v.copy_(vv)
+        return uu @ m @ vv
+
+
+def spectral_normalize(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                       dim: int = 0) -> torch.Tensor:
+    """Reference W / sigma with sigma = u^T M v computed in the graph, so autograd gives the
+    gradient through sigma with u and v held fixed."""
+    acc = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    m = _weight_to_matrix(weight, dim).to(acc)
+    sigma = u.detach().to(acc) @ m @ v.detach().to(acc)
+    return (weight.to(acc) / sigma).to(weight.dtype)

@@ -4,7 +4,10 @@
 
 #include <cstdint>
 
+#include <cstddef>
+
 #include "ganops/bias_act.h"
+#include "ganops/spectral_norm.h"
 
 struct CUstream_st;
 typedef struct CUstream_st* cudaStream_t;
@@ -22,6 +25,19 @@ int bias_act_backward(const BiasActParams& p, DType dtype, const void* dy, const
                       const void* b, void* dz, cudaStream_t stream);
 int bias_act_backward2(const BiasActParams& p, DType dtype, const void* ddz, const void* dy,
                        const void* x, const void* b, void* out, cudaStream_t stream);
+
+// Spectral norm (ganops/spectral_norm.h). sigma is a device scalar of acc_t (float, or double
+// for kFloat64). The workspace is device scratch memory of the size the *_workspace_bytes
+// function gives, allocated by the adapter with its framework's allocator.
+size_t power_iteration_workspace_bytes(const SpectralNormParams& p, DType dtype);
+int power_iteration(const SpectralNormParams& p, DType dtype, const void* w, void* u, void* v,
+                    void* sigma, void* workspace, cudaStream_t stream);
+int spectral_normalize(const SpectralNormParams& p, DType dtype, const void* w,
+                       const void* sigma, void* out, cudaStream_t stream);
+size_t normalize_backward_workspace_bytes(const SpectralNormParams& p, DType dtype);
+int spectral_normalize_backward(const SpectralNormParams& p, DType dtype, const void* g,
+                                const void* w, const void* u, const void* v, const void* sigma,
+                                void* out, void* workspace, cudaStream_t stream);
 
 const char* error_string(int error);
 
