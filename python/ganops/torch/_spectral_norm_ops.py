@@ -3,7 +3,7 @@
     spectral_norm_power_iteration(W, u!, v!, dim, n, eps) -> (sigma, u copy, v copy)
         Mutates u and v; not differentiable (torch runs its power method under no_grad too).
     spectral_normalize(W, u, v, sigma, dim) -> W / sigma
-        --grad-->  spectral_normalize_backward: (G - <G, W / sigma> u v^T) / sigma
+        --grad (C++)-->  spectral_normalize_backward: (G - <G, W / sigma> u v^T) / sigma
     spectral_normalize_backward
         --grad-->  the exact second-order formula below, in plain torch ops (so any order works).
 
@@ -78,24 +78,10 @@ def matrix_to_weight(matrix, shape, dim):
     return t.permute(order)
 
 
-# spectral_normalize: gradient for weight only; sigma is a function of weight (u^T M v) whose
-# derivative the formula includes, so no gradient is returned for it separately.
-def _normalize_setup(ctx, inputs, output):
-    weight, u, v, sigma, dim = inputs
-    ctx.dim = dim
-    ctx.save_for_backward(weight, u, v, sigma)
-
-
-def _normalize_backward(ctx, grad):
-    weight, u, v, sigma = ctx.saved_tensors
-    d_weight = None
-    if ctx.needs_input_grad[0]:
-        d_weight = ops.spectral_normalize_backward(grad, weight, u, v, sigma, ctx.dim)
-    return d_weight, None, None, None, None
-
-
-torch.library.register_autograd("ganops::spectral_normalize", _normalize_backward,
-                                setup_context=_normalize_setup)
+# spectral_normalize's first-order autograd is in C++ (csrc/torch/spectral_norm_autograd.cpp):
+# it runs on every training step, where a Python autograd.Function would cost as much as the
+# kernels on small weights. It returns a gradient for weight only; sigma is a function of weight
+# (u^T M v) whose derivative that formula already includes.
 
 
 # spectral_normalize_backward(G, W) = G / s - (a / s^2) P with s = <P, W>, a = <G, W>, P = u v^T.

@@ -206,12 +206,18 @@ template <typename T, typename A, typename ParallelFor>
 A dot(const T* x, const T* y, int64_t n, ParallelFor&& pf) {
   const int64_t chunks = (n + kSpectralGrain - 1) / kSpectralGrain;
   std::vector<A> partial(static_cast<size_t>(chunks), A(0));
-  pf(int64_t(0), chunks, int64_t(1), [&](int64_t c0, int64_t c1) {
+  const auto run = [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       GANOPS_SN_CALL(dot_block, x, y, c * kSpectralGrain, std::min(n, (c + 1) * kSpectralGrain),
                      &partial[c]);
     }
-  });
+  };
+  // One chunk runs here: a thread pool wakes for any range of at least `grain` tasks.
+  if (chunks <= 1) {
+    run(0, chunks);
+  } else {
+    pf(int64_t(0), chunks, int64_t(1), run);
+  }
   A sum = A(0);
   for (A v : partial) sum += v;
   return sum;

@@ -1,0 +1,71 @@
+// Autograd for ganops::spectral_normalize, in C++: the layer runs it on every training step,
+// and a Python autograd.Function costs tens of microseconds a call, as much as the kernels
+// themselves on small weights. Registered for the Autograd key of every device.
+//
+// What is saved for backward: weight (the parameter itself, no copy), u, v and sigma.
+// The backward op's own derivative (second order) stays in Python (_spectral_norm_ops.py).
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+namespace ganops {
+namespace torch_adapter {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+at::Tensor call_normalize(const at::Tensor& weight, const at::Tensor& u, const at::Tensor& v,
+                          const at::Tensor& sigma, int64_t dim) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("ganops::spectral_normalize", "")
+                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                               const at::Tensor&, const at::Tensor&, int64_t)>();
+  return op.call(weight, u, v, sigma, dim);
+}
+
+at::Tensor call_normalize_backward(const at::Tensor& grad, const at::Tensor& weight,
+                                   const at::Tensor& u, const at::Tensor& v,
+                                   const at::Tensor& sigma, int64_t dim) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("ganops::spectral_normalize_backward", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            const at::Tensor&, const at::Tensor&, int64_t)>();
+  return op.call(grad, weight, u, v, sigma, dim);
+}
+
+class SpectralNormalize : public torch::autograd::Function<SpectralNormalize> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& weight, const at::Tensor& u,
+                            const at::Tensor& v, const at::Tensor& sigma, int64_t dim) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    at::Tensor out = call_normalize(weight, u, v, sigma, dim);
+    ctx->save_for_backward({weight, u, v, sigma});
+    ctx->saved_data["dim"] = dim;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    at::Tensor d_weight;
+    if (ctx->needs_input_grad(0) && grads[0].defined()) {
+      d_weight = call_normalize_backward(grads[0], saved[0], saved[1], saved[2], saved[3],
+                                         ctx->saved_data["dim"].toInt());
+    }
+    return {d_weight, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor spectral_normalize_autograd(const at::Tensor& weight, const at::Tensor& u,
+                                       const at::Tensor& v, const at::Tensor& sigma, int64_t dim) {
+  return SpectralNormalize::apply(weight, u, v, sigma, dim);
+}
+
+}  // namespace
+}  // namespace torch_adapter
+}  // namespace ganops
+
+TORCH_LIBRARY_IMPL(ganops, Autograd, m) {
+  m.impl("spectral_normalize", &ganops::torch_adapter::spectral_normalize_autograd);
+}
