@@ -11,6 +11,7 @@
 #include "ganops/activation.h"
 #include "ganops/bias_act.h"
 #include "ganops/build_info.h"
+#include "ganops/spectral_norm.h"
 
 namespace py = pybind11;
 
@@ -144,6 +145,73 @@ py::array dispatch(int kind, std::vector<py::array> arrays, py::object b, int64_
   return f64 ? convert(double{}) : convert(float{});
 }
 
+// The matrix view of a C-contiguous weight around `dim`, with the checks the adapters make.
+ganops::SpectralNormParams spectral_params(const py::array& w, int64_t dim) {
+  const int64_t ndim = w.ndim();
+  if (ndim < 1 || w.size() == 0) throw py::value_error("w: expected a non-empty array");
+  if (dim < -ndim || dim >= ndim) throw py::index_error("dim out of range");
+  if (dim < 0) dim += ndim;
+  std::vector<int64_t> sizes(w.shape(), w.shape() + ndim);
+  ganops::SpectralNormParams p;
+  ganops::set_matrix_view(p, sizes.data(), ndim, dim);
+  return p;
+}
+
+template <typename T>
+Array<T> vector_of(const py::array& a, int64_t n, const char* name) {
+  Array<T> out = Array<T>::ensure(a);
+  if (!out || out.ndim() != 1 || out.shape(0) != n)
+    throw py::value_error(std::string(name) + ": expected a 1-D array of " + std::to_string(n) +
+                          " elements");
+  return out;
+}
+
+// (sigma, u, v) after n steps of the power method from copies of u and v.
+py::tuple spectral_power_iteration(py::array w, py::array u, py::array v, int64_t dim,
+                                   int64_t n, double eps, int order) {
+  auto p = spectral_params(w, dim);
+  p.n_power_iterations = n;
+  p.eps = eps;
+  p.order = order == 0 ? ganops::PowerOrder::kUFirst : ganops::PowerOrder::kVFirst;
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const Array<T> wa = Array<T>::ensure(w);
+    Array<T> ua(vector_of<T>(u, p.rows, "u").request());  // copies: the inputs stay as they are
+    Array<T> va(vector_of<T>(v, p.cols(), "v").request());
+    Array<T> uo(p.rows), vo(p.cols());
+    std::copy(ua.data(), ua.data() + p.rows, uo.mutable_data());
+    std::copy(va.data(), va.data() + p.cols(), vo.mutable_data());
+    T sigma;
+    {
+      py::gil_scoped_release release;
+      sigma = ganops::cpu::power_iteration(p, wa.data(), uo.mutable_data(), vo.mutable_data(),
+                                           parallel_for);
+    }
+    return py::tuple(py::make_tuple(sigma, uo, vo));
+  };
+  return w.dtype().is(py::dtype::of<double>()) ? run(double{}) : run(float{});
+}
+
+// (g - <g, w / sigma> u v^T) / sigma
+py::array spectral_normalize_backward(py::array g, py::array w, py::array u, py::array v,
+                                      double sigma, int64_t dim) {
+  const auto p = spectral_params(w, dim);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const Array<T> wa = Array<T>::ensure(w), ga = Array<T>::ensure(g);
+    if (ga.size() != wa.size()) throw py::value_error("g: expected w's shape");
+    const Array<T> ua = vector_of<T>(u, p.rows, "u"), va = vector_of<T>(v, p.cols(), "v");
+    Array<T> out(std::vector<py::ssize_t>(wa.shape(), wa.shape() + wa.ndim()));
+    {
+      py::gil_scoped_release release;
+      ganops::cpu::normalize_backward(p, ga.data(), wa.data(), ua.data(), va.data(), T(sigma),
+                                      out.mutable_data(), parallel_for);
+    }
+    return py::array(out);
+  };
+  return w.dtype().is(py::dtype::of<double>()) ? run(double{}) : run(float{});
+}
+
 // Applies one of the core's float math functions to every element, for accuracy tests.
 template <float (*fn)(float)>
 py::array_t<float> map_float(py::array_t<float, py::array::c_style | py::array::forcecast> x) {
@@ -190,4 +258,12 @@ PYBIND11_MODULE(_core, m) {
       py::arg("ddz"), py::arg("dy"), py::arg("x"), py::arg("b") = py::none(),
       py::arg("dim") = 1, py::arg("act") = "linear", py::arg("alpha") = 0.0,
       py::arg("gain") = 1.0, py::arg("clamp") = -1.0, "ddz * dy * d2y/dz2 at z = x + b.");
+  m.def("spectral_power_iteration", &spectral_power_iteration, py::arg("w"), py::arg("u"),
+        py::arg("v"), py::arg("dim") = 0, py::arg("n_power_iterations") = 1,
+        py::arg("eps") = 1e-12, py::arg("order") = 0,
+        "(sigma, u, v) after n power steps on w viewed as a matrix with rows = w.shape[dim]; "
+        "order 0: u first (torch), 1: v first (Keras). u and v are not modified.");
+  m.def("spectral_normalize_backward", &spectral_normalize_backward, py::arg("g"), py::arg("w"),
+        py::arg("u"), py::arg("v"), py::arg("sigma"), py::arg("dim") = 0,
+        "(g - <g, w / sigma> u v^T) / sigma.");
 }
