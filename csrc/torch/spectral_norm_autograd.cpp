@@ -3,7 +3,8 @@
 // themselves on small weights. Registered for the Autograd key of every device.
 //
 // What is saved for backward: weight (the parameter itself, no copy), u, v and sigma.
-// The backward op's own derivative (second order) stays in Python (_spectral_norm_ops.py).
+// The backward op's own derivative (second order) stays in Python (_spectral_norm_ops.py); it
+// is only entered under create_graph=True.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
@@ -50,8 +51,13 @@ class SpectralNormalize : public torch::autograd::Function<SpectralNormalize> {
     const variable_list saved = ctx->get_saved_variables();
     at::Tensor d_weight;
     if (ctx->needs_input_grad(0) && grads[0].defined()) {
-      d_weight = call_normalize_backward(grads[0], saved[0], saved[1], saved[2], saved[3],
-                                         ctx->saved_data["dim"].toInt());
+      const int64_t dim = ctx->saved_data["dim"].toInt();
+      if (at::GradMode::is_enabled()) {  // create_graph: record the second-order node
+        d_weight = call_normalize_backward(grads[0], saved[0], saved[1], saved[2], saved[3], dim);
+      } else {  // skip the (Python) autograd kernel of the backward op: nothing to record
+        at::AutoDispatchBelowADInplaceOrView below_autograd;
+        d_weight = call_normalize_backward(grads[0], saved[0], saved[1], saved[2], saved[3], dim);
+      }
     }
     return {d_weight, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }

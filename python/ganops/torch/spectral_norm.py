@@ -21,6 +21,8 @@ from torch.nn.utils import parametrize
 from ganops.torch import _spectral_norm_ops  # noqa: F401  (fake kernels and autograd)
 
 ops = torch.ops.ganops
+_power_iteration_op = ops.spectral_norm_power_iteration.default
+_normalize_op = ops.spectral_normalize.default
 
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 DEFAULT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, *_TRANSPOSED, nn.Embedding)
@@ -80,9 +82,12 @@ class SpectralNorm(nn.Module):
     def forward(self, weight):
         if weight.ndim == 1:
             return F.normalize(weight, dim=0, eps=self.eps)  # exact, as torch does
+        # This runs on every access to module.weight, so it avoids the per-call Python costs it
+        # can: the ops' default overloads directly, and the buffers without Module.__getattr__.
+        buffers = self._buffers
         n = self.n_power_iterations if self.training else 0
-        sigma, u, v = power_iteration(weight, self._u, self._v, self.dim, n, self.eps)
-        return ops.spectral_normalize(weight, u, v, sigma, self.dim)
+        sigma, u, v = _power_iteration_op(weight.detach(), buffers["_u"], buffers["_v"], self.dim, n, self.eps)
+        return _normalize_op(weight, u, v, sigma, self.dim)
 
     def right_inverse(self, value):
         return value
