@@ -98,6 +98,38 @@ GANOPS_HD void mv_cols_block(const SpectralNormParams& p, const T* w, const A* y
   for (int64_t h = 0; h < H; ++h) axpy_line(y[h], w + (a * H + h) * B + b0, out, b1 - b0);
 }
 
+// One block of rows of a fused power step: t = M y on rows [h0, h1), then z += M^T t over the
+// same rows while they are still in cache, so a step reads W from memory once, not twice.
+template <typename T, typename A>
+GANOPS_HD void fused_rows_block(const SpectralNormParams& p, const T* w, const A* y, A* t, A* z,
+                                int64_t h0, int64_t h1) {
+  mv_rows_block(p, w, y, t, h0, h1);
+  const int64_t H = p.rows, B = p.inner;
+  for (int64_t a = 0; a < p.outer; ++a) {
+    if (B == 1) {
+      z[a] += dot_line<T, A, A>(w + a * H + h0, t + h0, h1 - h0);
+    } else {
+      for (int64_t h = h0; h < h1; ++h) axpy_line(t[h], w + (a * H + h) * B, z + a * B, B);
+    }
+  }
+}
+
+// The same with the roles swapped (Keras' order): s = M^T y on the columns a * inner + [b0, b1),
+// then z += M s over those columns.
+template <typename T, typename A>
+GANOPS_HD void fused_cols_block(const SpectralNormParams& p, const T* w, const A* y, A* s, A* z,
+                                int64_t a, int64_t b0, int64_t b1) {
+  mv_cols_block(p, w, y, s, a, b0, b1);
+  const int64_t H = p.rows, B = p.inner;
+  if (B == 1) {
+    axpy_line(s[a], w + a * H, z, H);
+    return;
+  }
+  for (int64_t h = 0; h < H; ++h) {
+    z[h] += dot_line<T, A, A>(w + (a * H + h) * B + b0, s + a * B + b0, b1 - b0);
+  }
+}
+
 // out = (g - c * vec) * inv_sigma over one contiguous line.
 template <typename T, typename A>
 GANOPS_HD void rank1_line(const T* g, A c, const A* vec, A inv_sigma, T* out, int64_t n) {
@@ -144,9 +176,15 @@ GANOPS_TARGET_AVX2_FMA void mv_rows_block_avx2(const SpectralNormParams& p, cons
   mv_rows_block(p, w, y, t, h0, h1);
 }
 template <typename T, typename A>
-GANOPS_TARGET_AVX2_FMA void mv_cols_block_avx2(const SpectralNormParams& p, const T* w, const A* y,
-                                               A* s, int64_t a, int64_t b0, int64_t b1) {
-  mv_cols_block(p, w, y, s, a, b0, b1);
+GANOPS_TARGET_AVX2_FMA void fused_rows_block_avx2(const SpectralNormParams& p, const T* w,
+                                                  const A* y, A* t, A* z, int64_t h0, int64_t h1) {
+  fused_rows_block(p, w, y, t, z, h0, h1);
+}
+template <typename T, typename A>
+GANOPS_TARGET_AVX2_FMA void fused_cols_block_avx2(const SpectralNormParams& p, const T* w,
+                                                  const A* y, A* s, A* z, int64_t a, int64_t b0,
+                                                  int64_t b1) {
+  fused_cols_block(p, w, y, s, z, a, b0, b1);
 }
 template <typename T, typename A>
 GANOPS_TARGET_AVX2_FMA void normalize_grad_block_avx2(const SpectralNormParams& p, const T* g,
@@ -182,21 +220,75 @@ void matvec(const SpectralNormParams& p, const T* w, const A* y, A* t, ParallelF
   });
 }
 
-// s = M^T y (length cols), parallel over columns: tasks are (outer index, column range).
-template <typename T, typename A, typename ParallelFor>
-void matvec_t(const SpectralNormParams& p, const T* w, const A* y, A* s, ParallelFor&& pf) {
-  const int64_t B = p.inner;
-  // Columns per task: wide enough for the vector loop, and about kSpectralGrain elements.
-  const int64_t width = B == 1 ? 1 : std::min<int64_t>(B, std::max<int64_t>(64, kSpectralGrain / std::max<int64_t>(p.rows, 1)));
-  const int64_t per_outer = (B + width - 1) / width;
-  const int64_t tasks = p.outer * per_outer;
-  const int64_t per_task = std::max<int64_t>(1, p.rows * width);
-  const int64_t grain = std::max<int64_t>(1, kSpectralGrain / per_task);
-  pf(int64_t(0), tasks, grain, [&](int64_t t0, int64_t t1) {
-    for (int64_t task = t0; task < t1; ++task) {
-      const int64_t a = task / per_outer, b0 = (task % per_outer) * width;
-      GANOPS_SN_CALL(mv_cols_block, p, w, y, s, a, b0, std::min(B, b0 + width));
+// Most partial sums a fused pass keeps (one vector of z per group of tasks).
+constexpr int64_t kFusedGroups = 16;
+
+// Runs block(task, z_partial) for tasks [0, tasks) in up to kFusedGroups groups, each adding
+// into its own partial z, then sums the partials in group order: the same result whatever the
+// number of threads.
+template <typename A, typename ParallelFor, typename Block>
+void fused_pass(int64_t tasks, int64_t numel, int64_t z_len, A* z, ParallelFor&& pf,
+                const Block& block) {
+  const int64_t groups = std::max<int64_t>(
+      1, std::min<int64_t>({tasks, kFusedGroups, numel / kSpectralGrain}));
+  std::vector<A> partial(static_cast<size_t>(groups * z_len), A(0));
+  const auto run = [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      for (int64_t task = g * tasks / groups; task < (g + 1) * tasks / groups; ++task) {
+        block(task, partial.data() + g * z_len);
+      }
     }
+  };
+  if (groups == 1) {
+    run(0, 1);
+  } else {
+    pf(int64_t(0), groups, int64_t(1), run);
+  }
+  for (int64_t i = 0; i < z_len; ++i) {
+    A sum = A(0);
+    for (int64_t g = 0; g < groups; ++g) sum += partial[g * z_len + i];
+    z[i] = sum;
+  }
+}
+
+// Rows (or columns) per task of a fused pass: about kSpectralGrain elements.
+inline int64_t lines_per_task(int64_t line_len) {
+  return std::max<int64_t>(1, kSpectralGrain / std::max<int64_t>(line_len, 1));
+}
+
+// t = M y (rows) and z = M^T t (cols) in one pass over W.
+template <typename T, typename A, typename ParallelFor>
+void fused_step_rows(const SpectralNormParams& p, const T* w, const A* y, A* t, A* z,
+                     ParallelFor&& pf) {
+  const int64_t per_task = lines_per_task(p.cols());
+  const int64_t tasks = (p.rows + per_task - 1) / per_task;
+  fused_pass(tasks, p.numel(), p.cols(), z, pf, [&](int64_t task, A* zp) {
+    const int64_t h0 = task * per_task, h1 = std::min(p.rows, h0 + per_task);
+    GANOPS_SN_CALL(fused_rows_block, p, w, y, t, zp, h0, h1);
+  });
+}
+
+// s = M^T y (cols) and z = M s (rows) in one pass over W. Tasks are (outer index, column
+// range); with inner == 1 a task is a run of outer indices (contiguous rows of W).
+template <typename T, typename A, typename ParallelFor>
+void fused_step_cols(const SpectralNormParams& p, const T* w, const A* y, A* s, A* z,
+                     ParallelFor&& pf) {
+  const int64_t B = p.inner;
+  if (B == 1) {
+    const int64_t per_task = lines_per_task(p.rows);
+    const int64_t tasks = (p.outer + per_task - 1) / per_task;
+    fused_pass(tasks, p.numel(), p.rows, z, pf, [&](int64_t task, A* zp) {
+      for (int64_t a = task * per_task; a < std::min(p.outer, (task + 1) * per_task); ++a) {
+        GANOPS_SN_CALL(fused_cols_block, p, w, y, s, zp, a, int64_t(0), int64_t(1));
+      }
+    });
+    return;
+  }
+  const int64_t width = std::min<int64_t>(B, std::max<int64_t>(64, lines_per_task(p.rows)));
+  const int64_t per_outer = (B + width - 1) / width;
+  fused_pass(p.outer * per_outer, p.numel(), p.rows, z, pf, [&](int64_t task, A* zp) {
+    const int64_t a = task / per_outer, b0 = (task % per_outer) * width;
+    GANOPS_SN_CALL(fused_cols_block, p, w, y, s, zp, a, b0, std::min(B, b0 + width));
   });
 }
 
@@ -256,16 +348,20 @@ acc_t<T> power_iteration(const SpectralNormParams& p, const T* w, T* u, T* v,
     return sigma;
   }
   for (int64_t it = 0; it < p.n_power_iterations; ++it) {
+    // One pass gives M y and M^T M y (or M^T y and M M^T y); the second product is scaled by
+    // the first one's normalisation, which makes it M^T u (or M v) for the normalized vector.
     if (p.order == PowerOrder::kUFirst) {
-      matvec(p, w, vv.data(), uu.data(), pf);
-      normalize(uu.data(), H, p.eps);
-      matvec_t(p, w, uu.data(), s.data(), pf);
+      fused_step_rows(p, w, vv.data(), t.data(), s.data(), pf);
+      uu = t;
+      const A scale = A(1) / std::max(normalize(uu.data(), H, p.eps), static_cast<A>(p.eps));
+      for (int64_t i = 0; i < C; ++i) s[i] *= scale;  // s = M^T u
       vv = s;
       normalize(vv.data(), C, p.eps);
     } else {
-      matvec_t(p, w, uu.data(), vv.data(), pf);
-      normalize(vv.data(), C, p.eps);
-      matvec(p, w, vv.data(), t.data(), pf);
+      fused_step_cols(p, w, uu.data(), s.data(), t.data(), pf);
+      vv = s;
+      const A scale = A(1) / std::max(normalize(vv.data(), C, p.eps), static_cast<A>(p.eps));
+      for (int64_t i = 0; i < H; ++i) t[i] *= scale;  // t = M v
       uu = t;
       normalize(uu.data(), H, p.eps);
     }
