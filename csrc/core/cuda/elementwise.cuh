@@ -41,12 +41,14 @@ elementwise_kernel(Index numel, Index channels, Index inner, const T* __restrict
   }
 }
 
-inline int grid_size(int64_t numel) {
+// Blocks for a grid-stride pass over numel elements: one per tile, at most blocks_per_sm per SM
+// (the default is enough to fill the GPU; a kernel with per-block set-up work asks for fewer).
+inline int grid_size(int64_t numel, int blocks_per_sm = 32) {
   int device = 0, sms = 0;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   const int64_t tiles = (numel + int64_t(kThreads) * kUnroll - 1) / (int64_t(kThreads) * kUnroll);
-  const int64_t cap = int64_t(sms > 0 ? sms : 80) * 32;  // enough blocks to fill the GPU
+  const int64_t cap = int64_t(sms > 0 ? sms : 80) * blocks_per_sm;
   return static_cast<int>(tiles < cap ? (tiles > 0 ? tiles : 1) : cap);
 }
 
