@@ -341,3 +341,14 @@ def test_epsilon_argument_is_used():
     assert_close(g.kernel.value, w_ref, RTOL, ATOL)
     w_default, _ = gtf.reference.spectral_norm(kernel, u)
     assert np.abs(w_default.numpy() - w_ref.numpy()).max() > 1e-3
+
+
+def test_no_xla_so_auto_jit_compile_stays_off():
+    # The custom ops have no XLA kernels; Keras' jit_compile="auto" (which turns XLA on for TF on
+    # a GPU machine) consults supports_jit on every layer.
+    from keras.src.trainers.trainer import model_supports_jit
+
+    model = keras.Sequential([keras.Input((5,)),
+                              gtf.layers.SpectralNormalization(keras.layers.Dense(2))])
+    assert model.layers[0].supports_jit is False
+    assert not model_supports_jit(model)
