@@ -352,3 +352,16 @@ def test_no_xla_so_auto_jit_compile_stays_off():
                               gtf.layers.SpectralNormalization(keras.layers.Dense(2))])
     assert model.layers[0].supports_jit is False
     assert not model_supports_jit(model)
+
+
+@pytest.mark.parametrize("through_sigma", [False, True], ids=["keras", "through_sigma"])
+def test_wrapped_layer_losses_are_kept(through_sigma):
+    # The paper mode runs the wrapped layer inside a StatelessScope; the activity-regularization
+    # loss it adds there must still reach model.losses, once.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), gtf.layers.SpectralNormalization(
+        keras.layers.Dense(3, activity_regularizer="l2"), gradient_through_sigma=through_sigma)])
+    y = model(inputs("dense", seed=0), training=True)
+    assert len(model.losses) == 1
+    expected = 0.01 * tf.reduce_sum(y**2) / y.shape[0]  # Keras' l2, divided by the batch size
+    np.testing.assert_allclose(float(model.losses[0]), float(expected), rtol=1e-6)
