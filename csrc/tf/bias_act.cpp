@@ -21,11 +21,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/framework/tensor.h"
-#include "tensorflow/core/platform/threadpool.h"
-
-#if GOOGLE_CUDA
-#include "ganops/cuda/launch.h"
-#endif
+#include "tf_adapter.h"
 
 namespace ganops {
 namespace tf_adapter {
@@ -130,33 +126,13 @@ REGISTER_OP("GanopsBiasActGradGrad")
 // tanh) plus two to four loads and a store. Erring high only makes shards a little smaller.
 constexpr int64_t kCyclesPerElement = 40;
 
-// Adapts TF's CPU worker pool to the core's parallel_for(begin, end, grain, f). Ranges no
-// longer than the core's grain run inline: below that, waking threads costs more than it saves.
-struct TfParallelFor {
-  ::tensorflow::thread::ThreadPool* pool;
-
-  template <typename F>
-  void operator()(int64_t begin, int64_t end, int64_t grain, const F& f) const {
-    if (end - begin <= grain || pool == nullptr) {
-      if (end > begin) f(begin, end);
-      return;
-    }
-    pool->ParallelFor(
-        end - begin,
-        ::tensorflow::thread::ThreadPool::SchedulingParams::Adaptive(kCyclesPerElement),
-        [&](int64_t shard_begin, int64_t shard_end) {
-          f(begin + shard_begin, begin + shard_end);
-        });
-  }
-};
-
 template <typename Device, typename T>
 struct BiasActDevice;
 
 template <typename T>
 struct BiasActDevice<CPUDevice, T> {
   static TfParallelFor parallel_for(OpKernelContext* ctx) {
-    return TfParallelFor{ctx->device()->tensorflow_cpu_worker_threads()->workers};
+    return TfParallelFor{cpu_pool(ctx), kCyclesPerElement};
   }
   static void forward(OpKernelContext* ctx, const BiasActParams& p, const T* x, const T* b,
                       T* y) {
@@ -173,25 +149,6 @@ struct BiasActDevice<CPUDevice, T> {
 };
 
 #if GOOGLE_CUDA
-template <typename T>
-struct CudaDType;
-template <>
-struct CudaDType<float> {
-  static constexpr cuda::DType value = cuda::DType::kFloat32;
-};
-template <>
-struct CudaDType<double> {
-  static constexpr cuda::DType value = cuda::DType::kFloat64;
-};
-template <>
-struct CudaDType<Eigen::half> {
-  static constexpr cuda::DType value = cuda::DType::kFloat16;
-};
-template <>
-struct CudaDType<Eigen::bfloat16> {
-  static constexpr cuda::DType value = cuda::DType::kBFloat16;
-};
-
 // The launchers run on TF's compute stream for this op, so no extra synchronisation is needed.
 template <typename T>
 struct BiasActDevice<GPUDevice, T> {
@@ -226,16 +183,6 @@ struct BiasActDevice<GPUDevice, T> {
 // ---------------------------------------------------------------------------------------------
 // Kernels
 
-// OP_REQUIRES returns from a void function; the parameter checks below return bool so the
-// caller can stop early.
-#define OP_REQUIRES_OR_FALSE(CTX, EXP, STATUS)                                              \
-  do {                                                                                      \
-    if (!(EXP)) {                                                                           \
-      (CTX)->CtxFailure(__FILE__, __LINE__, (STATUS));                                      \
-      return false;                                                                         \
-    }                                                                                       \
-  } while (0)
-
 // Reads and checks the attributes once per kernel instance; checks the tensors per call.
 class BiasActKernelBase : public OpKernel {
  public:
@@ -266,15 +213,15 @@ class BiasActKernelBase : public OpKernel {
     p->numel = x.NumElements();
     if (!has_bias_) return true;  // channels = inner = 1, no bias pointer
     const int64_t rank = x.dims();
-    OP_REQUIRES_OR_FALSE(ctx, rank >= 1,
-                            errors::InvalidArgument(
-                                "ganops.bias_act: x must have at least one dim when b is given"));
-    OP_REQUIRES_OR_FALSE(ctx, dim_ >= -rank && dim_ < rank,
-                            errors::InvalidArgument("ganops.bias_act: dim ", dim_,
-                                                    " is out of range for x with ", rank,
-                                                    " dims"));
+    GANOPS_OP_REQUIRES_OR_FALSE(
+        ctx, rank >= 1,
+        errors::InvalidArgument("ganops.bias_act: x must have at least one dim when b is given"));
+    GANOPS_OP_REQUIRES_OR_FALSE(
+        ctx, dim_ >= -rank && dim_ < rank,
+        errors::InvalidArgument("ganops.bias_act: dim ", dim_, " is out of range for x with ",
+                                rank, " dims"));
     const int64_t dim = dim_ < 0 ? dim_ + rank : dim_;
-    OP_REQUIRES_OR_FALSE(
+    GANOPS_OP_REQUIRES_OR_FALSE(
         ctx, b.dims() == 1 && b.NumElements() == x.dim_size(dim),
         errors::InvalidArgument("ganops.bias_act: b must be 1-D with x.shape[", dim, "] = ",
                                 x.dim_size(dim), " elements, got shape ",
@@ -289,10 +236,10 @@ class BiasActKernelBase : public OpKernel {
   // Checks that a gradient input has x's shape.
   static bool CheckLikeX(OpKernelContext* ctx, const Tensor& t, const Tensor& x,
                          const char* name) {
-    OP_REQUIRES_OR_FALSE(ctx, t.shape() == x.shape(),
-                            errors::InvalidArgument("ganops.bias_act: ", name, " has shape ",
-                                                    t.shape().DebugString(), " but x has ",
-                                                    x.shape().DebugString()));
+    GANOPS_OP_REQUIRES_OR_FALSE(
+        ctx, t.shape() == x.shape(),
+        errors::InvalidArgument("ganops.bias_act: ", name, " has shape ", t.shape().DebugString(),
+                                " but x has ", x.shape().DebugString()));
     return true;
   }
 
@@ -393,7 +340,6 @@ GANOPS_REGISTER_BIAS_ACT_KERNELS(::tensorflow::DEVICE_GPU, GPUDevice, Eigen::bfl
 #endif
 
 #undef GANOPS_REGISTER_BIAS_ACT_KERNELS
-#undef OP_REQUIRES_OR_FALSE
 
 }  // namespace
 }  // namespace tf_adapter

@@ -4,9 +4,12 @@ layers and a pure-TF reference.
     import ganops.tf as gtf
     y = gtf.bias_act(x, b, dim=-1, act="lrelu")
     layer = gtf.layers.FusedBiasAct("lrelu")
+    dense = gtf.layers.SpectralNormalization(keras.layers.Dense(10))  # keras' drop-in
+    w_sn, u_new = gtf.spectral_norm(w, u)                             # you hold the variables
 """
 from ganops.tf import _library  # loads the op library first: a build mismatch fails here, clearly
 from ganops.tf import layers, reference
-from ganops.tf.functional import bias_act
+from ganops.tf.functional import bias_act, power_iteration, spectral_norm, spectral_normalize
 
-__all__ = ["bias_act", "layers", "reference"]
+__all__ = ["bias_act", "layers", "power_iteration", "reference", "spectral_norm",
+           "spectral_normalize"]

@@ -1,13 +1,16 @@
-"""Pure-TensorFlow bias_act: the ground truth for the tests and the baseline for the benchmarks.
+"""Pure-TensorFlow bias_act and spectral normalization: the ground truth for the tests and the
+baseline for the benchmarks.
 
-Written from the formulas in DESIGN.md section 3 with plain TF ops, so TF's own autodiff gives
-its gradients of every order. Half types compute in float32 and are cast back, as the kernels do.
+Written from the formulas in DESIGN.md sections 3 and 4 with plain TF ops, so TF's own autodiff
+gives their gradients of every order. Half types compute in float32 and are cast back, as the
+kernels do.
 """
 import math
 
 import tensorflow as tf
 
 from ganops._activations import resolve
+from ganops.tf import _args
 from ganops.tf._args import check_tensors
 
 # torch.nn.SELU's constants.
@@ -70,3 +73,55 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
     if clamp is not None:
         y = tf.clip_by_value(y, -clamp, clamp)
     return tf.cast(y, dtype)
+
+
+# --- spectral normalization (DESIGN.md section 4, Keras' convention) --------------------------
+
+
+def _normalize(a, eps):
+    """a / max(||a||, eps): keras.ops.normalize over all elements."""
+    return a / tf.maximum(tf.norm(a), tf.cast(eps, a.dtype))
+
+
+def spectral_norm_power_iteration(weight, u, power_iterations=1, eps=None):
+    """Keras' power method with plain TF ops (as keras.layers.SpectralNormalization writes it):
+    W2 = reshape(weight, [-1, out]); `power_iterations` times v = normalize(u W2^T),
+    u = normalize(v W2); sigma = v W2 u^T. Computes in float32 (float64 for float64 weights).
+    Returns (u_new with u's shape and dtype, v of shape (W2.shape[0],) in weight's dtype, sigma in
+    the compute dtype), with u_new and v behind stop_gradient, so sigma's gradient is v^T u.
+    Same arguments and checks as ganops.tf.power_iteration."""
+    weight = _args.check_weight(weight)
+    rows, _ = _args.weight_rows_cols(weight)
+    u = _args.check_vector(u, weight, rows, "u", "weight.shape[-1]")
+    n = _args.check_power_iterations(power_iterations)
+    eps = _args.resolve_eps(eps)
+    acc = _args.sigma_dtype(weight.dtype)
+    w2 = tf.reshape(tf.cast(weight, acc), [-1, tf.shape(weight)[-1]])
+    uu = tf.reshape(tf.cast(u, acc), [1, -1])
+    for _ in range(n):
+        vv = _normalize(tf.matmul(uu, w2, transpose_b=True), eps)
+        uu = _normalize(tf.matmul(vv, w2), eps)
+    uu, vv = tf.stop_gradient(uu), tf.stop_gradient(vv)
+    sigma = tf.reshape(tf.matmul(tf.matmul(vv, w2), uu, transpose_b=True), [])
+    u_new = tf.cast(tf.reshape(uu, tf.shape(u)), u.dtype)
+    return u_new, tf.cast(tf.reshape(vv, [-1]), weight.dtype), sigma
+
+
+def spectral_normalize(weight, sigma):
+    """weight / sigma, divided in sigma's dtype and rounded to weight's."""
+    weight = tf.convert_to_tensor(weight)
+    return tf.cast(tf.cast(weight, sigma.dtype) / sigma, weight.dtype)
+
+
+def spectral_norm(w, u, power_iterations=1, eps=None, training=True):
+    """ganops.tf.spectral_norm with plain TF ops: (w / sigma, u_new if training else u), the
+    gradient flowing through sigma by TF's autodiff with u and v held fixed; an all-zero w
+    (sigma = 0) is returned unchanged with u."""
+    u_new, _, sigma = spectral_norm_power_iteration(w, u, power_iterations, eps)
+    w = tf.convert_to_tensor(w)
+    zero = tf.equal(sigma, 0)
+    u_new = tf.where(zero, tf.convert_to_tensor(u, u_new.dtype), u_new)
+    w_sn = spectral_normalize(w, tf.where(zero, tf.ones_like(sigma), sigma))
+    if tf.is_tensor(training):
+        return w_sn, tf.where(tf.cast(training, tf.bool), u_new, u)
+    return w_sn, (u_new if training else tf.convert_to_tensor(u, u_new.dtype))

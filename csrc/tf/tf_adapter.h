@@ -1,0 +1,79 @@
+// Pieces shared by the TensorFlow adapters (bias_act.cpp, spectral_norm.cpp): the core's
+// parallel-for on TF's CPU worker pool, the TF-type to launcher-dtype map for CUDA, and an
+// OP_REQUIRES for helpers that return bool.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/platform/threadpool.h"
+
+#if GOOGLE_CUDA
+#include "ganops/cuda/launch.h"
+#endif
+
+namespace ganops {
+namespace tf_adapter {
+
+// Adapts TF's CPU worker pool to the core's parallel_for(begin, end, grain, f). Ranges no
+// longer than the core's grain run inline: below that, waking threads costs more than it saves.
+// `cycles_per_unit` is the estimated cost of one unit of the range for TF's adaptive sharding;
+// erring high only makes shards a little smaller.
+struct TfParallelFor {
+  ::tensorflow::thread::ThreadPool* pool;
+  int64_t cycles_per_unit;
+
+  template <typename F>
+  void operator()(int64_t begin, int64_t end, int64_t grain, const F& f) const {
+    if (end - begin <= grain || pool == nullptr) {
+      if (end > begin) f(begin, end);
+      return;
+    }
+    pool->ParallelFor(
+        end - begin,
+        ::tensorflow::thread::ThreadPool::SchedulingParams::Adaptive(
+            std::max<int64_t>(1, cycles_per_unit)),
+        [&](int64_t shard_begin, int64_t shard_end) {
+          f(begin + shard_begin, begin + shard_end);
+        });
+  }
+};
+
+inline ::tensorflow::thread::ThreadPool* cpu_pool(::tensorflow::OpKernelContext* ctx) {
+  return ctx->device()->tensorflow_cpu_worker_threads()->workers;
+}
+
+#if GOOGLE_CUDA
+template <typename T>
+struct CudaDType;
+template <>
+struct CudaDType<float> {
+  static constexpr cuda::DType value = cuda::DType::kFloat32;
+};
+template <>
+struct CudaDType<double> {
+  static constexpr cuda::DType value = cuda::DType::kFloat64;
+};
+template <>
+struct CudaDType<Eigen::half> {
+  static constexpr cuda::DType value = cuda::DType::kFloat16;
+};
+template <>
+struct CudaDType<Eigen::bfloat16> {
+  static constexpr cuda::DType value = cuda::DType::kBFloat16;
+};
+#endif  // GOOGLE_CUDA
+
+}  // namespace tf_adapter
+}  // namespace ganops
+
+// OP_REQUIRES returns from a void function; parameter checks that return bool use this so the
+// caller can stop early.
+#define GANOPS_OP_REQUIRES_OR_FALSE(CTX, EXP, STATUS)                                       \
+  do {                                                                                      \
+    if (!(EXP)) {                                                                           \
+      (CTX)->CtxFailure(__FILE__, __LINE__, (STATUS));                                      \
+      return false;                                                                         \
+    }                                                                                       \
+  } while (0)
