@@ -182,12 +182,14 @@ def test_autocast(autocast_dtype, param_dtype):
 
     Where torch's own parametrization fails: on CPU (torch 2.13) it works in all four of these
     combinations, because neither mv nor vdot is on CPU autocast's lower-precision list, so its
-    power method runs in the parameter dtype. On CUDA, mv *is* autocast to float16: its result
-    fed F.normalize(..., out=_u) and vdot with a float32 _u, and vdot raised "expected both
-    vectors to have same dtype" (pytorch/pytorch#125544, fixed upstream). ganops' ops are not on
-    any autocast list and accumulate in float32 whatever the weight dtype, so neither issue
-    arises. Both fail, with an error, when only the parameters are cast to half and the
-    buffers are not (test_half_parameter_with_float_buffers below).
+    power method runs in the parameter dtype. On CUDA, mv *is* on autocast's float16 list, so
+    its power method mixes a float16 mv result with float32 _u/_v (F.normalize(..., out=_u),
+    vdot); that broke torch's parametrization under CUDA autocast in torch 2.3
+    (pytorch/pytorch#125544, a regression, since closed) -- not checkable on this CPU-only
+    machine. ganops' ops are on no autocast list and accumulate in float32 whatever the weight
+    dtype, so they see one dtype throughout. Both implementations fail, with an error, when only
+    the parameters are cast to half and the buffers are not
+    (test_half_parameter_with_float_buffers below).
     """
     x = torch.randn(2, 3, 6, 6)
     results = []
