@@ -21,27 +21,66 @@ def sigma_dtype(weight_dtype):
     return torch.float64 if weight_dtype == torch.float64 else torch.float32
 
 
-def _check(weight, u, v, dim):
-    """The C++ checks, for fake tensors (torch.compile, opcheck) that never reach C++."""
-    torch._check(weight.dtype in _FLOATS, lambda: (
-        f"ganops.spectral_norm: weight must be float32, float64, float16 or bfloat16, got {weight.dtype}"))
-    torch._check(weight.ndim >= 1, lambda: "ganops.spectral_norm: weight must have at least 1 dim")
-    torch._check(-weight.ndim <= dim < weight.ndim, lambda: (
+# C++'s names for the dtypes, so the fakes' messages read exactly like the kernels'.
+_DTYPE_NAMES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
+                torch.bfloat16: "BFloat16"}
+
+
+def _dtype_name(dtype):
+    return _DTYPE_NAMES.get(dtype, str(dtype))
+
+
+def _check_weight(weight, dim):
+    torch._check_type(weight.dtype in _FLOATS, lambda: (
+        "ganops.spectral_norm: weight must be float32, float64, float16 or bfloat16, got "
+        f"{_dtype_name(weight.dtype)}"))
+    torch._check_value(weight.ndim >= 1, lambda: (
+        "ganops.spectral_norm: weight must have at least 1 dim to be viewed as a matrix, got a "
+        f"{weight.ndim}-d tensor"))
+    torch._check_value(weight.numel() > 0, lambda: (
+        f"ganops.spectral_norm: weight is empty (shape {list(weight.shape)})"))
+    torch._check_index(-weight.ndim <= dim < weight.ndim, lambda: (
         f"ganops.spectral_norm: dim {dim} is out of range for a weight with {weight.ndim} dims"))
+
+
+def _check_vector(t, weight, n, name, what):
+    torch._check_value(t.ndim == 1 and t.shape[0] == n, lambda: (
+        f"ganops.spectral_norm: {name} must be 1-D with {n} elements ({what}), got shape "
+        f"{list(t.shape)}"))
+    torch._check_type(t.dtype == weight.dtype, lambda: (
+        f"ganops.spectral_norm: {name} has dtype {_dtype_name(t.dtype)} but weight has "
+        f"{_dtype_name(weight.dtype)}"))
+    torch._check_value(t.device == weight.device, lambda: (
+        f"ganops.spectral_norm: {name} is on {t.device} but weight is on {weight.device}"))
+    torch._check_value(t.is_contiguous(), lambda: f"ganops.spectral_norm: {name} must be contiguous")
+
+
+def _check(weight, u, v, dim):
+    """The C++ checks (spectral_norm_args.h), with the same exception types and messages, for
+    fake tensors (torch.compile, opcheck) and meta tensors, which never reach C++."""
+    _check_weight(weight, dim)
     rows = weight.shape[dim]
-    torch._check(u.ndim == 1 and u.shape[0] == rows, lambda: (
-        f"ganops.spectral_norm: u must be 1-D with {rows} elements (weight.shape[dim])"))
-    torch._check(v.ndim == 1 and v.shape[0] * rows == weight.numel(), lambda: (
-        "ganops.spectral_norm: v must be 1-D with weight.numel() / weight.shape[dim] elements"))
-    torch._check(u.dtype == weight.dtype and v.dtype == weight.dtype, lambda: (
-        "ganops.spectral_norm: u and v must have weight's dtype"))
+    _check_vector(u, weight, rows, "u", "weight.shape[dim]")
+    _check_vector(v, weight, weight.numel() // rows, "v", "weight.numel() / weight.shape[dim]")
+
+
+def _check_sigma(sigma, weight):
+    torch._check_value(sigma.numel() == 1, lambda: (
+        f"ganops.spectral_norm: sigma must hold one element, got shape {list(sigma.shape)}"))
+    expected = sigma_dtype(weight.dtype)
+    torch._check_type(sigma.dtype == expected, lambda: (
+        f"ganops.spectral_norm: sigma must be {_dtype_name(expected)} for a "
+        f"{_dtype_name(weight.dtype)} weight, got {_dtype_name(sigma.dtype)}"))
+    torch._check_value(sigma.device == weight.device, lambda: (
+        f"ganops.spectral_norm: sigma is on {sigma.device} but weight is on {weight.device}"))
 
 
 @torch.library.register_fake("ganops::spectral_norm_power_iteration")
 def _power_iteration_fake(weight, u, v, dim, n_power_iterations, eps):
     _check(weight, u, v, dim)
-    torch._check(n_power_iterations >= 0, lambda: "ganops.spectral_norm: n_power_iterations must be >= 0")
-    torch._check(eps > 0, lambda: "ganops.spectral_norm: eps must be > 0")
+    torch._check_value(n_power_iterations >= 0, lambda: (
+        f"ganops.spectral_norm: n_power_iterations must be >= 0, got {n_power_iterations}"))
+    torch._check_value(eps > 0, lambda: f"ganops.spectral_norm: eps must be > 0, got {eps}")
     sigma = weight.new_empty((), dtype=sigma_dtype(weight.dtype))
     return sigma, torch.empty_like(u), torch.empty_like(v)
 
@@ -49,13 +88,21 @@ def _power_iteration_fake(weight, u, v, dim, n_power_iterations, eps):
 @torch.library.register_fake("ganops::spectral_normalize")
 def _normalize_fake(weight, u, v, sigma, dim):
     _check(weight, u, v, dim)
+    _check_sigma(sigma, weight)
     return weight.new_empty(weight.shape)  # contiguous, as the kernels write it
 
 
 @torch.library.register_fake("ganops::spectral_normalize_backward")
 def _normalize_backward_fake(grad, weight, u, v, sigma, dim):
     _check(weight, u, v, dim)
-    torch._check(grad.shape == weight.shape, lambda: "ganops.spectral_norm: grad must have weight's shape")
+    _check_sigma(sigma, weight)
+    torch._check_value(grad.shape == weight.shape, lambda: (
+        f"ganops.spectral_norm: grad has shape {list(grad.shape)} but weight has {list(weight.shape)}"))
+    torch._check_type(grad.dtype == weight.dtype, lambda: (
+        f"ganops.spectral_norm: grad has dtype {_dtype_name(grad.dtype)} but weight has "
+        f"{_dtype_name(weight.dtype)}"))
+    torch._check_value(grad.device == weight.device, lambda: (
+        f"ganops.spectral_norm: grad is on {grad.device} but weight is on {weight.device}"))
     return weight.new_empty(weight.shape)
 
 

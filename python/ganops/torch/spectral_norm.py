@@ -131,7 +131,13 @@ def convert_old_state_dict(state_dict):
     """Converts a state_dict written with the old torch.nn.utils.spectral_norm (keys
     `<prefix>weight_orig`, `<prefix>weight_u`, `<prefix>weight_v`) to the parametrization layout
     (`<prefix>parametrizations.weight.original`, `...weight.0._u`, `...weight.0._v`) that both
-    torch's and ganops' spectral_norm load. Other keys pass through. Returns a new dict."""
+    torch's and ganops' spectral_norm load. Other keys pass through. Returns a new dict.
+
+    In eval mode the old API computes weight_orig / (u^T M v) from the stored u, v, as the
+    parametrization does, so a converted model gives the same outputs. A 1-D weight is the
+    exception: the old API kept u and v for it, the parametrization keeps none and normalizes it
+    exactly (w / ||w||, which is what the old API's weight is once it has trained a step), so
+    its u and v are dropped."""
     out = type(state_dict)() if isinstance(state_dict, dict) else {}
     for key, value in state_dict.items():
         match = re.match(r"^(.*?)([^.]+)_orig$", key)
@@ -142,8 +148,9 @@ def convert_old_state_dict(state_dict):
                                  f"but no '{prefix}{name}_v' (a checkpoint from torch < 1.1); "
                                  "load it into a model using the old API once and save it again")
             out[f"{prefix}parametrizations.{name}.original"] = value
-            out[f"{prefix}parametrizations.{name}.0._u"] = state_dict[f"{prefix}{name}_u"]
-            out[f"{prefix}parametrizations.{name}.0._v"] = state_dict[f"{prefix}{name}_v"]
+            if value.ndim > 1:  # a 1-D weight is normalized exactly: the parametrization has no u, v
+                out[f"{prefix}parametrizations.{name}.0._u"] = state_dict[f"{prefix}{name}_u"]
+                out[f"{prefix}parametrizations.{name}.0._v"] = state_dict[f"{prefix}{name}_v"]
             continue
         match = re.match(r"^(.*?)([^.]+)_[uv]$", key)
         if match and f"{match[1]}{match[2]}_orig" in state_dict:
