@@ -46,7 +46,11 @@ ganops rows read `n/a` (with the reason) while `ganops.tf` has no such attribute
 images (4x4 stride-2 convs 3->64->128->256->512, LeakyReLU 0.2, a linear 8192->1), every conv
 and linear spectral-normalized; one optimizer step: zero_grad, softplus(-D(x)).mean(), backward,
 Adam step. The floor is the same model without spectral norm, so `ganops / floor` is how much
-spectral norm adds to the step. No goal: the whole step is mostly convolution.
+spectral norm adds to the step. No goal: the whole step is mostly convolution, and spectral
+norm's share (a few ms of about 300) is within the step's run-to-run noise on a 2-core CPU. The
+TensorFlow step (channels-last, Keras' Adam, in tf.function) varied between about 0.55 s and
+1.0 s for the same model, with or without spectral norm, from one tf.function to the next on
+the development machine: compare its SN share across several runs, not from one.
 """
 import collections
 import functools
