@@ -11,10 +11,15 @@ def reason(exc):
 
 
 def row(*, framework, op, case, shape, dtype, act, pass_, variant, timing=None, status="ok", note=None,
-        saved_bytes=None, bytes_moved=None, extra=None):
-    """One measurement. `timing` is timing.measure()'s dict (None when skipped/failed)."""
+        saved_bytes=None, bytes_moved=None, extra=None, kind=None):
+    """One measurement. `timing` is timing.measure()'s dict (None when skipped/failed).
+    status: 'ok', 'failed', or 'n/a' (the front end does not have the op: not a failure).
+    kind: None for the main table's timings; a name (e.g. 'profile') for rows the op module
+    renders itself, which report.py's tables, summary and chart leave out."""
     r = dict(framework=framework, op=op, case=case, shape=list(shape), dtype=dtype, act=act, pass_=pass_,
              variant=variant, status=status, note=note, saved_bytes=saved_bytes, bytes_moved=bytes_moved)
+    if kind:
+        r["kind"] = kind
     if timing:
         r.update(timing)
         if bytes_moved:

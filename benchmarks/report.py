@@ -2,6 +2,16 @@
 
 Generic over ops: an op module supplies SPEC[framework] (variants, subject, limit, baselines,
 saved) and rows (benchmarks.common.row); everything here reads only those.
+
+Optional SPEC[framework] keys (bias_act uses none of them):
+    targets per row class:  a target (of `limit` or of a baseline) may be a dict keyed by the
+                            row's `act` field (e.g. {"small": 3, "large": 1.5}); a class missing
+                            from it, or a target of None, means "no goal": the ratio is shown
+                            without a mark and is left out of the summary.
+    act_label:              the heading of the `act` column (e.g. "class"); default "act".
+    chart_baseline:         the variant the PNG's speedups are measured against; default "ref_eager".
+Rows with a `kind` field are not timings of the main table (profiles, breakdowns): the tables,
+summary and chart skip them; an op module renders them itself (run.py's `markdown_extra`).
 """
 import datetime
 import json
@@ -101,26 +111,55 @@ def _groups(rows, framework):
     """Rows of one framework grouped by (case, dtype, act, pass), in first-seen order."""
     groups = {}
     for r in rows:
-        if r["framework"] != framework:
+        if r["framework"] != framework or r.get("kind"):
             continue
         key = (r["case"], r["dtype"], r["act"], r["pass_"])
         groups.setdefault(key, {})[r["variant"]] = r
     return groups
 
 
+def target_for(target, cls):
+    """A SPEC target for a row of class `cls` (its `act` field): a number, or a dict by class."""
+    if isinstance(target, dict):
+        return target.get(cls)
+    return target
+
+
+def target_text(target, unit=""):
+    """'1.2' (with unit 'x': '1.2x'), or for targets by class '3x small/medium, 1.5x large';
+    '' for no goal."""
+    if target is None:
+        return ""
+    if not isinstance(target, dict):
+        return f"{target:g}{unit}"
+    by_value = {}
+    for cls, t in target.items():
+        if t is not None:
+            by_value.setdefault(t, []).append(cls)
+    return ", ".join(f"{t:g}{unit} {'/'.join(c)}" for t, c in by_value.items())
+
+
 def ratios(group, spec):
-    """{name: (value, target, met)} for the limit and each baseline, measured in one run."""
+    """{name: (value, target, met)} for the limit and each baseline, measured in one run.
+    target and met are None where the row's class has no goal."""
     out = {}
     s = group.get(spec["subject"])
+    cls = s["act"] if s else None
     lim, lim_target = spec["limit"]
+    lim_target = target_for(lim_target, cls)
     if _ok(s) and _ok(group.get(lim)):
         v = s["median_ms"] / group[lim]["median_ms"]
-        out[lim] = (v, lim_target, v <= lim_target)
+        out[lim] = (v, lim_target, None if lim_target is None else v <= lim_target)
     for base, target in spec["baselines"]:
+        target = target_for(target, cls)
         if _ok(s) and _ok(group.get(base)):
             v = group[base]["median_ms"] / s["median_ms"]
-            out[base] = (v, target, v >= target)
+            out[base] = (v, target, None if target is None else v >= target)
     return out
+
+
+def _mark(met):
+    return "" if met is None else " " + (TICK if met else CROSS)
 
 
 def _short_dtype(d):
@@ -131,9 +170,10 @@ def markdown_table(rows, spec, framework):
     labels = dict(spec["variants"])
     subject = spec["subject"]
     lim, lim_target = spec["limit"]
-    head = ["case", "dtype", "act", "pass"] + [f"{labels[v]} ms" for v, _ in spec["variants"]]
-    head += [f"{labels[subject]} / {labels[lim]} (≤{lim_target:g})"]
-    head += [f"vs {labels[b]} (≥{t:g}x)" for b, t in spec["baselines"]]
+    head = ["case", "dtype", spec.get("act_label", "act"), "pass"] + [f"{labels[v]} ms" for v, _ in spec["variants"]]
+    lim_goal = target_text(lim_target)
+    head += [f"{labels[subject]} / {labels[lim]}" + (f" (≤{lim_goal})" if lim_goal else "")]
+    head += [f"vs {labels[b]}" + (f" (≥{target_text(t, 'x')})" if target_text(t) else "") for b, t in spec["baselines"]]
     head += [f"{labels[subject]} GB/s (% of copy)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     groups = _groups(rows, framework)
@@ -143,7 +183,7 @@ def markdown_table(rows, spec, framework):
         for name in [lim] + [b for b, _ in spec["baselines"]]:
             if name in rat:
                 v, _, met = rat[name]
-                cells.append(f"{v:.2f}{'' if name == lim else 'x'} {TICK if met else CROSS}")
+                cells.append(f"{v:.2f}{'' if name == lim else 'x'}{_mark(met)}")
             else:
                 cells.append("-")
         s = g.get(subject)
@@ -161,7 +201,7 @@ def saved_table(rows, spec, framework):
     if not spec.get("saved"):
         return None
     labels = dict(spec["variants"])
-    head = ["case", "dtype", "act", "x MiB"] + [f"{labels[v]} MiB (× x)" for v in spec["saved"]]
+    head = ["case", "dtype", spec.get("act_label", "act"), "x MiB"] + [f"{labels[v]} MiB (× x)" for v in spec["saved"]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     any_row = False
     for (case, dtype, act, pass_), g in _groups(rows, framework).items():
@@ -185,6 +225,8 @@ def summary(rows, spec, framework):
     counts = {}
     for g in _groups(rows, framework).values():
         for name, (_, target, met) in ratios(g, spec).items():
+            if met is None:
+                continue
             key = (g[spec["subject"]]["pass_"], name, target)
             m, n = counts.get(key, (0, 0))
             counts[key] = (m + met, n + 1)
@@ -206,7 +248,9 @@ def notes(rows, framework):
     return "\n".join(f"- {n}" for n in seen)
 
 
-def markdown(op, doc, meta, spec, rows, skipped, budget):
+def markdown(op, doc, meta, spec, rows, skipped, budget, extra=None):
+    """The op's results page. `extra(rows, framework)`, if given, returns Markdown placed after a
+    framework's own tables (or None)."""
     m = meta
     out = [f"# {op} benchmark", ""]
     out += [f"- date: {m['date']}", f"- CPU: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), "
@@ -235,11 +279,17 @@ def markdown(op, doc, meta, spec, rows, skipped, budget):
             out += [f"{NOISY} {n_noisy} timing(s) with an interquartile range over {NOISY_IQR:.0%} of the median: "
                     "the machine was busy or the time is scheduler-bound (compare the load average above); "
                     "read those ratios with care.", ""]
-        out += ["Targets (goals to report against, not tests):", "", summary(rows, spec[fw], fw), ""]
+        out += ["Targets (goals to report against, not tests):", "",
+                summary(rows, spec[fw], fw) or f"- none measured (no {dict(spec[fw]['variants'])[spec[fw]['subject']]} "
+                                                "timing with a goal in this run)", ""]
         st = saved_table(rows, spec[fw], fw)
         if st:
             out += ["Saved for backward (bytes autograd keeps after one forward, deduplicated by storage, "
                     "x itself included when a version saves it):", "", st, ""]
+        if extra:
+            more = extra(rows, fw)
+            if more:
+                out += [more.rstrip(), ""]
         n = notes(rows, fw)
         if n:
             out += ["Notes:", "", n, ""]
@@ -266,7 +316,8 @@ def write_png(path, op, spec, rows):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fws = [fw for fw in ("torch", "tf") if any(r["framework"] == fw and r["status"] == "ok" for r in rows)]
+    fws = [fw for fw in ("torch", "tf") if any(r["framework"] == fw and r["status"] == "ok" and not r.get("kind")
+                                               for r in rows)]
     if not fws:
         return False
     heights = [max(3.0, 0.32 * len(_groups(rows, fw)) * (len(spec[fw]["variants"]) - 1) ** 0.5 + 1.5) for fw in fws]
@@ -275,26 +326,29 @@ def write_png(path, op, spec, rows):
     for ax, fw in zip(axes[:, 0], fws):
         s = spec[fw]
         labels = dict(s["variants"])
-        shown = [v for v, _ in s["variants"] if v != "ref_eager"]
+        base = s.get("chart_baseline", "ref_eager")
+        shown = [v for v, _ in s["variants"] if v != base]
         groups = list(_groups(rows, fw).items())
         n = len(shown)
         width = 0.8 / n
         for i, v in enumerate(shown):
             ys, xs = [], []
             for j, (key, g) in enumerate(groups):
-                if _ok(g.get(v)) and _ok(g.get("ref_eager")):
+                if _ok(g.get(v)) and _ok(g.get(base)):
                     ys.append(j + (i - (n - 1) / 2) * width)
-                    xs.append(g["ref_eager"]["median_ms"] / g[v]["median_ms"])
-            ax.barh(ys, xs, height=width, label=labels[v])
+                    xs.append(g[base]["median_ms"] / g[v]["median_ms"])
+            if xs:  # a variant with no timing here (n/a, failed) gets no bar and no legend entry
+                ax.barh(ys, xs, height=width, label=labels[v], color=f"C{i % 10}")
         ax.set_yticks(range(len(groups)))
         ax.set_yticklabels([f"{c} {_short_dtype(d)} {a} {p}" for (c, d, a, p), _ in groups], fontsize=7)
         ax.invert_yaxis()
         ax.axvline(1.0, color="black", lw=0.8)
-        target = dict(s["baselines"]).get("ref_eager")
-        if target:
-            ax.axvline(target, color="red", lw=0.8, ls="--", label=f"target {target:g}x")
+        target = dict(s["baselines"]).get(base)
+        targets = sorted({t for t in target.values() if t} if isinstance(target, dict) else {target} - {None})
+        for t, style in zip(targets, ("--", ":", "-.")):
+            ax.axvline(t, color="red", lw=0.8, ls=style, label=f"target {t:g}x")
         ax.set_xscale("log")
-        ax.set_xlabel("speedup over the eager reference (higher is better, log scale)")
+        ax.set_xlabel(f"speedup over {labels.get(base, base)} (higher is better, log scale)")
         ax.set_title(f"{op}: {'PyTorch' if fw == 'torch' else 'TensorFlow'}")
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(axis="x", alpha=0.3, which="both")

@@ -26,10 +26,12 @@ if ROOT not in sys.path:
 
 from benchmarks import report, timing  # noqa: E402
 
-# op name -> module with OP, SPEC, __doc__, run_torch(opts, budget, log), run_tf(opts, budget, log).
-# A new op (spectral_norm, gradient penalties) adds a module of cases and one line here.
+# op name -> module with OP, SPEC, __doc__, run_torch(opts, budget, log), run_tf(opts, budget, log)
+# and optionally markdown_extra(rows, framework) (more tables for its results page).
+# A new op (gradient penalties) adds a module of cases and one line here.
 REGISTRY = {
     "bias_act": "benchmarks.bias_act",
+    "spectral_norm": "benchmarks.spectral_norm",
 }
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results")
 README = os.path.join(ROOT, "README.md")  # its bench:<op> section is rewritten by a full run
@@ -189,7 +191,8 @@ def main(argv=None):
     budget = _budget(opts).as_dict()
     failed = []
     for op, mod in mods.items():
-        md = report.markdown(op, mod.__doc__, meta, mod.SPEC, rows[op], skipped[op], budget)
+        md = report.markdown(op, mod.__doc__, meta, mod.SPEC, rows[op], skipped[op], budget,
+                             getattr(mod, "markdown_extra", None))
         md_path = os.path.join(opts.out, f"{op}.md")
         png_path = os.path.join(opts.out, f"{op}.png")
         report._write(md_path, md + "\n")
@@ -209,7 +212,8 @@ def main(argv=None):
                                  machine + "\n\n" + "\n\n".join(report.markdown_table(rows[op], mod.SPEC[fw], fw)
                                              for fw in FRAMEWORKS if any(r["framework"] == fw for r in rows[op])))
         print(md)
-        failed += [r for r in rows[op] if r["status"] != "ok" and r["variant"].startswith("ganops")]
+        # 'n/a' rows (a front end that does not have the op yet) are reported, not failures.
+        failed += [r for r in rows[op] if r["status"] not in ("ok", "n/a") and r["variant"].startswith("ganops")]
     log(f"done in {meta['wall_s']} s; results in {opts.out}")
     if failed:
         log(f"{len(failed)} ganops measurement(s) failed: " + "; ".join(f"{r['case']} {r['act']} {r['pass_']} "
