@@ -1,13 +1,17 @@
-// Autograd for ganops::spectral_normalize, in C++: the layer runs it on every training step,
-// and a Python autograd.Function costs tens of microseconds a call, as much as the kernels
-// themselves on small weights. Registered for the Autograd key of every device.
+// Autograd of the spectral-norm ops, in C++ and for every device.
+//
+// spectral_normalize: the layer runs it on every training step, and a Python autograd.Function
+// costs tens of microseconds a call, as much as the kernels themselves on small weights.
 //
 // What is saved for backward: weight (the parameter itself, no copy), u, v and sigma.
 // The backward op's own derivative (second order) stays in Python (_spectral_norm_ops.py); it
 // is only entered under create_graph=True.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
+
+#include <tuple>
 
 namespace ganops {
 namespace torch_adapter {
@@ -72,6 +76,46 @@ at::Tensor spectral_normalize_autograd(const at::Tensor& weight, const at::Tenso
 }  // namespace torch_adapter
 }  // namespace ganops
 
+// spectral_norm_power_iteration is not differentiable (torch runs its power method under
+// no_grad) and writes u and v in place. Without the two registrations below, the dispatcher's
+// default autograd fallback marked its outputs as requiring grad whenever the weight did (and
+// on backward warned or gave silently wrong gradients), and nothing bumped u's and v's version
+// counters, so autograd could not detect a u or v saved for backward being overwritten (torch's
+// own power method, F.normalize(..., out=u), does bump them).
+//   Autograd: fall through, so the outputs never require grad.
+//   ADInplaceOrView: run the op below this key, then bump the versions of u and v when they were
+//   written (n_power_iterations > 0). torch's generic autogradNotImplementedInplaceOrViewFallback
+//   does not do it: it only bumps inputs that are also returned, and u, v are not.
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_norm_power_iteration_inplace_or_view(
+    c10::DispatchKeySet keys, const at::Tensor& weight, at::Tensor& u, at::Tensor& v, int64_t dim,
+    int64_t n_power_iterations, double eps) {
+  static const auto op = c10::Dispatcher::singleton()
+      .findSchemaOrThrow("ganops::spectral_norm_power_iteration", "")
+      .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, at::Tensor&,
+                                                             at::Tensor&, int64_t, int64_t,
+                                                             double)>();
+  auto result = [&] {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.redispatch(keys & c10::after_ADInplaceOrView_keyset, weight, u, v, dim,
+                         n_power_iterations, eps);
+  }();
+  if (n_power_iterations > 0) {
+    torch::autograd::impl::bump_version(u);
+    torch::autograd::impl::bump_version(v);
+  }
+  return result;
+}
+
+}  // namespace
+
 TORCH_LIBRARY_IMPL(ganops, Autograd, m) {
   m.impl("spectral_normalize", &ganops::torch_adapter::spectral_normalize_autograd);
+  m.impl("spectral_norm_power_iteration", torch::CppFunction::makeFallthrough());
+}
+
+TORCH_LIBRARY_IMPL(ganops, ADInplaceOrView, m) {
+  m.impl("spectral_norm_power_iteration",
+         TORCH_FN(spectral_norm_power_iteration_inplace_or_view));
 }
