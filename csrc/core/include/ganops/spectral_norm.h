@@ -51,17 +51,28 @@ inline void set_matrix_view(SpectralNormParams& p, const int64_t* sizes, int64_t
 
 namespace cpu {
 
-// Dot and axpy with eight independent accumulators, so the compiler can vectorize the
-// reduction without reassociating under -ffast-math.
+// Dot product with kLanes independent partial sums: the inner loop is elementwise, so the
+// compiler vectorizes it without reassociating anything (-ffast-math is off), and several vector
+// accumulators hide the add latency that a single running sum is bound by. Long lines (rows of
+// a dim-0 weight) take 32 lanes; short ones (the 9 or 16 elements of a kernel window) take 8,
+// whose final tree costs less. The order of the sum is fixed by n alone.
+template <int kLanes, typename T, typename Y, typename A>
+GANOPS_HD A dot_lanes(const T* x, const Y* y, int64_t n) {
+  A acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) acc[k] += static_cast<A>(x[i + k]) * static_cast<A>(y[i + k]);
+  }
+  for (int k = 0; i < n; ++i, ++k) acc[k] += static_cast<A>(x[i]) * static_cast<A>(y[i]);
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int k = 0; k < width; ++k) acc[k] += acc[k + width];
+  }
+  return acc[0];
+}
+
 template <typename T, typename Y, typename A>
 GANOPS_HD A dot_line(const T* x, const Y* y, int64_t n) {
-  A acc[8] = {A(0), A(0), A(0), A(0), A(0), A(0), A(0), A(0)};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int k = 0; k < 8; ++k) acc[k] += static_cast<A>(x[i + k]) * static_cast<A>(y[i + k]);
-  }
-  for (; i < n; ++i) acc[0] += static_cast<A>(x[i]) * static_cast<A>(y[i]);
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  return n >= 128 ? dot_lanes<32, T, Y, A>(x, y, n) : dot_lanes<8, T, Y, A>(x, y, n);
 }
 
 template <typename T, typename A>
