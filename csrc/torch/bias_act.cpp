@@ -1,24 +1,13 @@
 // bias_act on CPU for PyTorch: checks, allocation and dtype dispatch around the core loops,
 // run on ATen's intra-op thread pool.
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "aten_adapter.h"
 #include "bias_act_args.h"
 
 namespace ganops {
 namespace torch_adapter {
 namespace {
-
-struct AtenParallelFor {
-  template <typename F>
-  void operator()(int64_t begin, int64_t end, int64_t grain, const F& f) const {
-    at::parallel_for(begin, end, grain, f);
-  }
-};
-
-#define GANOPS_DISPATCH_FLOATS(dtype, name, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
 
 at::Tensor bias_act_cpu(const at::Tensor& x, const std::optional<at::Tensor>& b, int64_t dim,
                         std::string act, double alpha, double gain, std::optional<double> clamp) {

@@ -5,24 +5,11 @@
 #include <torch/library.h>
 
 #include "bias_act_args.h"
-#include "ganops/cuda/launch.h"
+#include "cuda_adapter.h"
 
 namespace ganops {
 namespace torch_adapter {
 namespace {
-
-cuda::DType core_dtype(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return cuda::DType::kFloat32;
-    case at::kDouble: return cuda::DType::kFloat64;
-    case at::kHalf: return cuda::DType::kFloat16;
-    default: return cuda::DType::kBFloat16;  // the dtype check admitted nothing else
-  }
-}
-
-void check_launch(int err, const char* op) {
-  TORCH_CHECK(err == 0, "ganops.", op, ": CUDA launch failed: ", cuda::error_string(err));
-}
 
 at::Tensor bias_act_cuda(const at::Tensor& x, const std::optional<at::Tensor>& b, int64_t dim,
                          std::string act, double alpha, double gain, std::optional<double> clamp) {

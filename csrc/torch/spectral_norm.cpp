@@ -1,35 +1,20 @@
 // Spectral normalization on CPU for PyTorch: checks, allocation and dtype dispatch around the
 // core power iteration and W / sigma, run on ATen's intra-op thread pool.
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <tuple>
 
+#include "aten_adapter.h"
 #include "spectral_norm_args.h"
 
 namespace ganops {
 namespace torch_adapter {
 namespace {
 
-struct AtenParallelFor {
-  template <typename F>
-  void operator()(int64_t begin, int64_t end, int64_t grain, const F& f) const {
-    at::parallel_for(begin, end, grain, f);
-  }
-};
-
-#define GANOPS_DISPATCH_FLOATS(dtype, name, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> power_iteration_cpu(
     const at::Tensor& weight, at::Tensor& u, at::Tensor& v, int64_t dim,
     int64_t n_power_iterations, double eps) {
-  SpectralNormParams p = spectral_norm_params(weight, dim);
-  check_vectors(p, weight, u, v);
-  check_power_args(n_power_iterations, eps);
-  p.n_power_iterations = n_power_iterations;
-  p.eps = eps;
+  const SpectralNormParams p = power_iteration_params(weight, u, v, dim, n_power_iterations, eps);
   const at::Tensor w = weight.contiguous();
   at::Tensor sigma = at::empty({}, weight.options().dtype(sigma_dtype(weight)));
   GANOPS_DISPATCH_FLOATS(weight.scalar_type(), "ganops::spectral_norm_power_iteration", [&] {
@@ -43,9 +28,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> power_iteration_cpu(
 
 at::Tensor normalize_cpu(const at::Tensor& weight, const at::Tensor& u, const at::Tensor& v,
                          const at::Tensor& sigma, int64_t dim) {
-  const SpectralNormParams p = spectral_norm_params(weight, dim);
-  check_vectors(p, weight, u, v);
-  check_sigma(sigma, weight);
+  const SpectralNormParams p = normalize_params(weight, u, v, sigma, dim);
   const at::Tensor w = weight.contiguous();
   at::Tensor out = at::empty(weight.sizes(), weight.options());
   GANOPS_DISPATCH_FLOATS(weight.scalar_type(), "ganops::spectral_normalize", [&] {
@@ -59,9 +42,7 @@ at::Tensor normalize_cpu(const at::Tensor& weight, const at::Tensor& u, const at
 at::Tensor normalize_backward_cpu(const at::Tensor& grad, const at::Tensor& weight,
                                   const at::Tensor& u, const at::Tensor& v,
                                   const at::Tensor& sigma, int64_t dim) {
-  const SpectralNormParams p = spectral_norm_params(weight, dim);
-  check_vectors(p, weight, u, v);
-  check_sigma(sigma, weight);
+  const SpectralNormParams p = normalize_params(weight, u, v, sigma, dim);
   const at::Tensor g = contiguous_like_weight(grad, weight);
   const at::Tensor w = weight.contiguous();
   at::Tensor out = at::empty(weight.sizes(), weight.options());

@@ -68,6 +68,28 @@ inline void check_power_args(int64_t n_power_iterations, double eps) {
   TORCH_CHECK_VALUE(eps > 0.0, "ganops.spectral_norm: eps must be > 0, got ", eps);
 }
 
+// All checks of spectral_norm_power_iteration, and its core parameters.
+inline SpectralNormParams power_iteration_params(const at::Tensor& weight, const at::Tensor& u,
+                                                 const at::Tensor& v, int64_t dim,
+                                                 int64_t n_power_iterations, double eps) {
+  SpectralNormParams p = spectral_norm_params(weight, dim);
+  check_vectors(p, weight, u, v);
+  check_power_args(n_power_iterations, eps);
+  p.n_power_iterations = n_power_iterations;
+  p.eps = eps;
+  return p;
+}
+
+// The checks of spectral_normalize and its backward on (weight, u, v, sigma).
+inline SpectralNormParams normalize_params(const at::Tensor& weight, const at::Tensor& u,
+                                           const at::Tensor& v, const at::Tensor& sigma,
+                                           int64_t dim) {
+  const SpectralNormParams p = spectral_norm_params(weight, dim);
+  check_vectors(p, weight, u, v);
+  check_sigma(sigma, weight);
+  return p;
+}
+
 // grad as a contiguous tensor of weight's shape and dtype.
 inline at::Tensor contiguous_like_weight(const at::Tensor& grad, const at::Tensor& weight) {
   TORCH_CHECK_VALUE(grad.sizes() == weight.sizes(), "ganops.spectral_norm: grad has shape ",

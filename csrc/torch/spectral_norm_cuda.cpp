@@ -8,25 +8,12 @@
 
 #include <tuple>
 
-#include "ganops/cuda/launch.h"
+#include "cuda_adapter.h"
 #include "spectral_norm_args.h"
 
 namespace ganops {
 namespace torch_adapter {
 namespace {
-
-cuda::DType core_dtype(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return cuda::DType::kFloat32;
-    case at::kDouble: return cuda::DType::kFloat64;
-    case at::kHalf: return cuda::DType::kFloat16;
-    default: return cuda::DType::kBFloat16;  // spectral_norm_params admitted nothing else
-  }
-}
-
-void check_launch(int err, const char* op) {
-  TORCH_CHECK(err == 0, "ganops.", op, ": CUDA launch failed: ", cuda::error_string(err));
-}
 
 // Scratch memory for the kernels from torch's caching allocator, on weight's device.
 at::Tensor workspace(size_t bytes, const at::Tensor& weight) {
@@ -36,11 +23,7 @@ at::Tensor workspace(size_t bytes, const at::Tensor& weight) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> power_iteration_cuda(
     const at::Tensor& weight, at::Tensor& u, at::Tensor& v, int64_t dim,
     int64_t n_power_iterations, double eps) {
-  SpectralNormParams p = spectral_norm_params(weight, dim);
-  check_vectors(p, weight, u, v);
-  check_power_args(n_power_iterations, eps);
-  p.n_power_iterations = n_power_iterations;
-  p.eps = eps;
+  const SpectralNormParams p = power_iteration_params(weight, u, v, dim, n_power_iterations, eps);
   const c10::cuda::CUDAGuard guard(weight.device());
   const at::Tensor w = weight.contiguous();
   at::Tensor sigma = at::empty({}, weight.options().dtype(sigma_dtype(weight)));
@@ -55,9 +38,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> power_iteration_cuda(
 
 at::Tensor normalize_cuda(const at::Tensor& weight, const at::Tensor& u, const at::Tensor& v,
                           const at::Tensor& sigma, int64_t dim) {
-  const SpectralNormParams p = spectral_norm_params(weight, dim);
-  check_vectors(p, weight, u, v);
-  check_sigma(sigma, weight);
+  const SpectralNormParams p = normalize_params(weight, u, v, sigma, dim);
   const c10::cuda::CUDAGuard guard(weight.device());
   const at::Tensor w = weight.contiguous();
   at::Tensor out = at::empty(weight.sizes(), weight.options());
@@ -71,9 +52,7 @@ at::Tensor normalize_cuda(const at::Tensor& weight, const at::Tensor& u, const a
 at::Tensor normalize_backward_cuda(const at::Tensor& grad, const at::Tensor& weight,
                                    const at::Tensor& u, const at::Tensor& v,
                                    const at::Tensor& sigma, int64_t dim) {
-  const SpectralNormParams p = spectral_norm_params(weight, dim);
-  check_vectors(p, weight, u, v);
-  check_sigma(sigma, weight);
+  const SpectralNormParams p = normalize_params(weight, u, v, sigma, dim);
   const c10::cuda::CUDAGuard guard(weight.device());
   const at::Tensor g = contiguous_like_weight(grad, weight);
   const at::Tensor w = weight.contiguous();
