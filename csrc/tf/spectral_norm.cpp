@@ -37,22 +37,6 @@ namespace {
 using ::tensorflow::DataType;
 using ::tensorflow::DataTypeString;
 using ::tensorflow::DataTypeToEnum;
-using ::tensorflow::DEVICE_CPU;
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelConstruction;
-using ::tensorflow::OpKernelContext;
-using ::tensorflow::Tensor;
-using ::tensorflow::TensorShape;
-using ::tensorflow::shape_inference::DimensionHandle;
-using ::tensorflow::shape_inference::InferenceContext;
-using ::tensorflow::shape_inference::ShapeHandle;
-namespace errors = ::tensorflow::errors;
-
-using CPUDevice = Eigen::ThreadPoolDevice;
-#if GOOGLE_CUDA
-using GPUDevice = Eigen::GpuDevice;
-#endif
-
 // ---------------------------------------------------------------------------------------------
 // Shape functions
 
@@ -347,6 +331,12 @@ class SpectralKernelBase : public OpKernel {
                                 sigma.shape().DebugString()));
     return true;
   }
+
+  // The checks of GanopsSpectralNormalize and its gradient on (weight, u, v, sigma).
+  static bool MakeNormalizeParams(OpKernelContext* ctx, const Tensor& weight, const Tensor& u,
+                                  const Tensor& v, const Tensor& sigma, SpectralNormParams* p) {
+    return MakeParams(ctx, weight, p) && CheckVectors(ctx, *p, u, v) && CheckSigma(ctx, sigma);
+  }
 };
 
 template <typename Device, typename T>
@@ -404,11 +394,7 @@ class NormalizeOp : public SpectralKernelBase<T> {
     const Tensor& weight = ctx->input(0);
     const Tensor& sigma = ctx->input(3);
     SpectralNormParams p;
-    if (!Base::MakeParams(ctx, weight, &p) ||
-        !Base::CheckVectors(ctx, p, ctx->input(1), ctx->input(2)) ||
-        !Base::CheckSigma(ctx, sigma)) {
-      return;
-    }
+    if (!Base::MakeNormalizeParams(ctx, weight, ctx->input(1), ctx->input(2), sigma, &p)) return;
     Tensor* out = nullptr;
     // The kernel reads element i before writing it, so out may reuse weight's buffer.
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, weight.shape(), &out));
@@ -431,10 +417,7 @@ class NormalizeGradOp : public SpectralKernelBase<T> {
     const Tensor& v = ctx->input(3);
     const Tensor& sigma = ctx->input(4);
     SpectralNormParams p;
-    if (!Base::MakeParams(ctx, weight, &p) || !Base::CheckVectors(ctx, p, u, v) ||
-        !Base::CheckSigma(ctx, sigma)) {
-      return;
-    }
+    if (!Base::MakeNormalizeParams(ctx, weight, u, v, sigma, &p)) return;
     OP_REQUIRES(ctx, grad.shape() == weight.shape(),
                 errors::InvalidArgument("ganops.spectral_norm: grad has shape ",
                                         grad.shape().DebugString(), " but weight has ",

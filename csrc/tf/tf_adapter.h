@@ -1,5 +1,5 @@
-// Pieces shared by the TensorFlow adapters (bias_act.cpp, spectral_norm.cpp): the core's
-// parallel-for on TF's CPU worker pool, the TF-type to launcher-dtype map for CUDA, and an
+// Pieces shared by the TensorFlow adapters (bias_act.cpp, spectral_norm.cpp): the TF names they
+// use, the core's parallel-for on TF's CPU worker pool, the TF-type to launcher-dtype map for CUDA, and an
 // OP_REQUIRES for helpers that return bool.
 #pragma once
 
@@ -7,6 +7,8 @@
 #include <cstdint>
 
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/platform/threadpool.h"
 
 #if GOOGLE_CUDA
@@ -15,6 +17,23 @@
 
 namespace ganops {
 namespace tf_adapter {
+
+// The TF names every adapter uses.
+using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+using ::tensorflow::shape_inference::DimensionHandle;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+namespace errors = ::tensorflow::errors;
+
+using CPUDevice = Eigen::ThreadPoolDevice;
+#if GOOGLE_CUDA
+using GPUDevice = Eigen::GpuDevice;
+#endif
 
 // Adapts TF's CPU worker pool to the core's parallel_for(begin, end, grain, f). Ranges no
 // longer than the core's grain run inline: below that, waking threads costs more than it saves.
