@@ -14,7 +14,7 @@ median time; "% of copy" compares with the forward limit's GB/s (on a GPU, a dev
 """
 import functools
 
-from benchmarks.common import reason, row
+from benchmarks.common import compile_fullgraph_if_possible, reason, row, saved_storages
 from benchmarks.timing import measure
 
 OP = "bias_act"
@@ -73,16 +73,7 @@ def _bytes_moved(numel, itemsize, pass_):
 
 def _saved_bytes_torch(torch, fn, x, b):
     """Bytes autograd keeps for backward after one forward, deduplicated by storage."""
-    storages = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        storages[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(x, b)
-    return sum(storages.values())
+    return sum(saved_storages(torch, lambda: fn(x, b)).values())
 
 
 def _compile_reference(torch, ref, dim, act, probe):
@@ -90,19 +81,7 @@ def _compile_reference(torch, ref, dim, act, probe):
     def reference(x, b):
         return ref(x, b, dim=dim, act=act)
 
-    try:
-        fn = torch.compile(reference, fullgraph=True)
-        probe(fn)
-        return fn, None
-    except Exception as exc:  # noqa: BLE001  (recorded in the table)
-        full_err = reason(exc)
-    torch._dynamo.reset()
-    try:
-        fn = torch.compile(reference)
-        probe(fn)
-        return fn, f"fullgraph=True failed ({full_err}); timed with graph breaks"
-    except Exception as exc:  # noqa: BLE001
-        return None, f"torch.compile failed: {reason(exc)}"
+    return compile_fullgraph_if_possible(torch, reference, probe)
 
 
 def run_torch(opts, budget, log):

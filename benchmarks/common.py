@@ -27,3 +27,36 @@ def row(*, framework, op, case, shape, dtype, act, pass_, variant, timing=None, 
     if extra:
         r.update(extra)
     return r
+
+
+def saved_storages(torch, fn):
+    """{storage address: bytes} of what autograd keeps for backward when fn() runs forward once,
+    each storage counted once."""
+    storages = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return storages
+
+
+def compile_fullgraph_if_possible(torch, fn, probe):
+    """torch.compile(fn), fullgraph if possible; probe(compiled) runs it once. Returns
+    (compiled, note): compiled None if compiling fails, note saying what was given up."""
+    try:
+        compiled = torch.compile(fn, fullgraph=True)
+        probe(compiled)
+        return compiled, None
+    except Exception as exc:  # noqa: BLE001  (recorded in the table)
+        full_err = reason(exc)
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(fn)
+        probe(compiled)
+        return compiled, f"fullgraph=True failed ({full_err}); timed with graph breaks"
+    except Exception as exc:  # noqa: BLE001
+        return None, f"torch.compile failed: {reason(exc)}"

@@ -58,7 +58,7 @@ the development machine: compare its SN share across several runs, not from one.
 import collections
 import functools
 
-from benchmarks.common import reason, row
+from benchmarks.common import compile_fullgraph_if_possible, reason, row, saved_storages
 from benchmarks.timing import measure
 
 OP = "spectral_norm"
@@ -177,35 +177,10 @@ class _Traffic:
 def _saved_bytes(torch, fn, param):
     """(bytes autograd keeps for backward after one forward, deduplicated by storage; the part of
     them that is not the parameter's own storage)."""
-    storages = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        storages[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
+    storages = saved_storages(torch, fn)
     total = sum(storages.values())
     own = param.untyped_storage()
     return total, total - storages.get(own.data_ptr(), 0)
-
-
-def _compile(torch, fn, probe):
-    """torch.compile(fn), fullgraph if possible. Returns (compiled, note); compiled None if it fails."""
-    try:
-        c = torch.compile(fn, fullgraph=True)
-        probe(c)
-        return c, None
-    except Exception as exc:  # noqa: BLE001  (recorded in the table)
-        full_err = reason(exc)
-    torch._dynamo.reset()
-    try:
-        c = torch.compile(fn)
-        probe(c)
-        return c, f"fullgraph=True failed ({full_err}); timed with graph breaks"
-    except Exception as exc:  # noqa: BLE001
-        return None, f"torch.compile failed: {reason(exc)}"
 
 
 def _sn_variants_torch(torch, gt, name, device):
@@ -361,7 +336,7 @@ def run_torch(opts, budget, log):
         torch._dynamo.reset()
         ref_c, (p_c, u_c, v_c) = variants["ref_compile"]
         log(f"torch {name}: compiling the reference")
-        compiled, compile_note = _compile(
+        compiled, compile_note = compile_fullgraph_if_possible(
             torch, ref_c, lambda c: (torch.autograd.grad(c(p_c, u_c, v_c), p_c, G), sync and sync()))
         variants["ref_compile"] = (None if compiled is None else functools.partial(compiled, p_c, u_c, v_c), p_c)
 
