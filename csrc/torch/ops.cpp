@@ -18,4 +18,17 @@ TORCH_LIBRARY(ganops, m) {
   m.def("spectral_normalize(Tensor weight, Tensor u, Tensor v, Tensor sigma, int dim) -> Tensor");
   // (grad - <grad, weight / sigma> u v^T) / sigma
   m.def("spectral_normalize_backward(Tensor grad, Tensor weight, Tensor u, Tensor v, Tensor sigma, int dim) -> Tensor");
+
+  // Gradient penalties (DESIGN §5). Per-sample mixes that make the penalty's input, with one
+  // coefficient per sample (shape (N,) or (N, 1, ...)):
+  //     per_sample_lerp: input + weight_b * (end - input)   (WGAN-GP interpolation)
+  //     per_sample_add:  input + alpha_b * other             (DRAGAN perturbation)
+  m.def("per_sample_lerp(Tensor input, Tensor end, Tensor weight) -> Tensor");
+  m.def("per_sample_add(Tensor input, Tensor other, Tensor alpha) -> Tensor");
+  // n_b = grad_scale * ||grad_b|| over all non-batch dims; penalty phi(n_b) * weight for kind
+  // norm (n), squared (n^2), two-sided ((n - target)^2) or one-sided (max(0, n - target)^2),
+  // reduced (none, mean, sum). Returns (penalty, norms), float32 (float64 for float64 grad).
+  m.def("gradient_penalty(Tensor grad, str kind, float target, float weight, float grad_scale, str reduction) -> (Tensor penalty, Tensor norms)");
+  // d penalty / d grad, times grad_output (the penalty's shape), from the norms returned above.
+  m.def("gradient_penalty_backward(Tensor grad_output, Tensor grad, Tensor norms, str kind, float target, float weight, float grad_scale, str reduction) -> Tensor");
 }

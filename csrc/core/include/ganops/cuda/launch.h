@@ -7,6 +7,7 @@
 #include <cstddef>
 
 #include "ganops/bias_act.h"
+#include "ganops/gradient_penalty.h"
 #include "ganops/spectral_norm.h"
 
 struct CUstream_st;
@@ -38,6 +39,16 @@ size_t normalize_backward_workspace_bytes(const SpectralNormParams& p, DType dty
 int spectral_normalize_backward(const SpectralNormParams& p, DType dtype, const void* g,
                                 const void* w, const void* u, const void* v, const void* sigma,
                                 void* out, void* workspace, cudaStream_t stream);
+
+// Gradient penalties (ganops/gradient_penalty.h). c, norms, penalty and gout are device arrays of
+// acc_t; the penalty's workspace holds gradient_penalty_workspace_bytes of scratch.
+int mix_samples(const GradientPenaltyParams& p, MixMode mode, DType dtype, const void* a,
+                const void* b, const void* c, void* x, cudaStream_t stream);
+size_t gradient_penalty_workspace_bytes(const GradientPenaltyParams& p, DType dtype);
+int gradient_penalty(const GradientPenaltyParams& p, DType dtype, const void* g, void* norms,
+                     void* penalty, void* workspace, cudaStream_t stream);
+int gradient_penalty_backward(const GradientPenaltyParams& p, DType dtype, const void* gout,
+                              const void* g, const void* norms, void* dg, cudaStream_t stream);
 
 const char* error_string(int error);
 

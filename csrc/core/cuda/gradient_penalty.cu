@@ -1,0 +1,183 @@
+// CUDA kernels and host launchers for the gradient penalties (ganops/gradient_penalty.h): the
+// per-sample mix of two tensors, the per-sample norm with the penalty and its reduction, and the
+// penalty's backward. Same math (PenaltyMath) and accumulation type as the CPU core; the sums run
+// in an order fixed by the shape alone, so results repeat bit for bit.
+//
+// Launches: the mix and the backward are one each (grid = chunks of a sample x samples, so a
+// block reads its sample's coefficient once). The forward is two: block partial sums of squares
+// per (sample, chunk), then one block that adds each sample's partials in chunk order, applies
+// the penalty and reduces over the batch. Nothing is read back to the host.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "elementwise.cuh"  // kThreads, dispatch_dtype
+#include "ganops/gradient_penalty.h"
+
+namespace ganops {
+namespace cuda {
+namespace {
+
+constexpr int64_t kChunk = 8192;       // elements of one sample per block
+constexpr unsigned kMaxGridY = 65535;  // samples beyond this loop inside a block
+
+inline int64_t chunks_per_sample(const GradientPenaltyParams& p) {
+  return std::max<int64_t>(1, (p.per_sample + kChunk - 1) / kChunk);
+}
+
+inline dim3 sample_grid(const GradientPenaltyParams& p) {
+  return dim3(static_cast<unsigned>(chunks_per_sample(p)),
+              static_cast<unsigned>(std::min<int64_t>(p.batch, kMaxGridY)));
+}
+
+template <typename T>
+__device__ __forceinline__ acc_t<T> ld(const T* p) {
+  return static_cast<acc_t<T>>(__ldg(p));
+}
+
+// Sum of v over the block in a fixed tree order; thread 0 gets it. sm holds kThreads values.
+template <typename A>
+__device__ __forceinline__ A block_sum(A v, A* sm) {
+  const int tid = static_cast<int>(threadIdx.x);
+  sm[tid] = v;
+  __syncthreads();
+#pragma unroll
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if (tid < s) sm[tid] += sm[tid + s];
+    __syncthreads();
+  }
+  const A total = sm[0];
+  __syncthreads();
+  return total;
+}
+
+template <MixMode kMode, typename T>
+__global__ void __launch_bounds__(kThreads)
+mix_kernel(GradientPenaltyParams p, const T* __restrict__ a, const T* __restrict__ b,
+           const acc_t<T>* __restrict__ c, T* __restrict__ x) {
+  using A = acc_t<T>;
+  const int64_t D = p.per_sample;
+  const int64_t i0 = int64_t(blockIdx.x) * kChunk, i1 = min(D, i0 + kChunk);
+  for (int64_t s = blockIdx.y; s < p.batch; s += gridDim.y) {
+    const A cs = __ldg(c + s);
+    const int64_t base = s * D;
+    for (int64_t i = i0 + threadIdx.x; i < i1; i += kThreads) {
+      x[base + i] = static_cast<T>(mix<kMode, A>(ld(a + base + i), ld(b + base + i), cs));
+    }
+  }
+}
+
+// partial[s * chunks + chunk] = sum of g^2 over that chunk of sample s.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+sum_squares_kernel(GradientPenaltyParams p, const T* __restrict__ g, acc_t<T>* __restrict__ partial) {
+  using A = acc_t<T>;
+  __shared__ A sm[kThreads];
+  const int64_t D = p.per_sample;
+  const int64_t i0 = int64_t(blockIdx.x) * kChunk, i1 = min(D, i0 + kChunk);
+  for (int64_t s = blockIdx.y; s < p.batch; s += gridDim.y) {
+    A acc = A(0);
+    for (int64_t i = i0 + threadIdx.x; i < i1; i += kThreads) {
+      const A v = ld(g + s * D + i);
+      acc += v * v;
+    }
+    const A total = block_sum(acc, sm);
+    if (threadIdx.x == 0) partial[s * gridDim.x + blockIdx.x] = total;
+  }
+}
+
+// One block: norms, penalties and their reduction.
+template <typename A>
+__global__ void __launch_bounds__(kThreads)
+penalty_finish_kernel(GradientPenaltyParams p, PenaltyMath<A> math, int64_t chunks,
+                      const A* __restrict__ partial, A* __restrict__ norms, A* __restrict__ penalty) {
+  __shared__ A sm[kThreads];
+  A total = A(0);
+  for (int64_t s = threadIdx.x; s < p.batch; s += kThreads) {
+    A sum_sq = A(0);
+    for (int64_t c = 0; c < chunks; ++c) sum_sq += partial[s * chunks + c];
+    norms[s] = math.norm(sum_sq);
+    const A value = math.value(sum_sq);
+    if (p.reduction == Reduction::kNone) {
+      penalty[s] = value;
+    } else {
+      total += value;
+    }
+  }
+  if (p.reduction == Reduction::kNone) return;
+  total = block_sum(total, sm);
+  if (threadIdx.x == 0) penalty[0] = p.reduction == Reduction::kMean ? total / A(p.batch) : total;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+penalty_backward_kernel(GradientPenaltyParams p, PenaltyMath<acc_t<T>> math,
+                        const acc_t<T>* __restrict__ gout, const T* __restrict__ g,
+                        const acc_t<T>* __restrict__ norms, T* __restrict__ dg) {
+  using A = acc_t<T>;
+  const int64_t D = p.per_sample;
+  const int64_t i0 = int64_t(blockIdx.x) * kChunk, i1 = min(D, i0 + kChunk);
+  for (int64_t s = blockIdx.y; s < p.batch; s += gridDim.y) {
+    const A cs = sample_gout(p, gout, s) * math.grad_coefficient(__ldg(norms + s));
+    const int64_t base = s * D;
+    for (int64_t i = i0 + threadIdx.x; i < i1; i += kThreads) {
+      dg[base + i] = static_cast<T>(cs * ld(g + base + i));
+    }
+  }
+}
+
+}  // namespace
+
+int mix_samples(const GradientPenaltyParams& p, MixMode mode, DType dtype, const void* a,
+                const void* b, const void* c, void* x, cudaStream_t stream) {
+  if (p.numel() == 0) return 0;
+  return dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const auto* ta = static_cast<const T*>(a);
+    const auto* tb = static_cast<const T*>(b);
+    const auto* tc = static_cast<const acc_t<T>*>(c);
+    auto* tx = static_cast<T*>(x);
+    if (mode == MixMode::kLerp) {
+      mix_kernel<MixMode::kLerp, T><<<sample_grid(p), kThreads, 0, stream>>>(p, ta, tb, tc, tx);
+    } else {
+      mix_kernel<MixMode::kAxpy, T><<<sample_grid(p), kThreads, 0, stream>>>(p, ta, tb, tc, tx);
+    }
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+size_t gradient_penalty_workspace_bytes(const GradientPenaltyParams& p, DType dtype) {
+  const size_t acc = dtype == DType::kFloat64 ? sizeof(double) : sizeof(float);
+  return static_cast<size_t>(p.batch * chunks_per_sample(p)) * acc;
+}
+
+int gradient_penalty(const GradientPenaltyParams& p, DType dtype, const void* g, void* norms,
+                     void* penalty, void* workspace, cudaStream_t stream) {
+  return dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using A = acc_t<T>;
+    auto* partial = static_cast<A*>(workspace);
+    sum_squares_kernel<T><<<sample_grid(p), kThreads, 0, stream>>>(p, static_cast<const T*>(g),
+                                                                   partial);
+    penalty_finish_kernel<A><<<1, kThreads, 0, stream>>>(
+        p, PenaltyMath<A>(p), chunks_per_sample(p), partial, static_cast<A*>(norms),
+        static_cast<A*>(penalty));
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+int gradient_penalty_backward(const GradientPenaltyParams& p, DType dtype, const void* gout,
+                              const void* g, const void* norms, void* dg, cudaStream_t stream) {
+  if (p.numel() == 0) return 0;
+  return dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using A = acc_t<T>;
+    penalty_backward_kernel<T><<<sample_grid(p), kThreads, 0, stream>>>(
+        p, PenaltyMath<A>(p), static_cast<const A*>(gout), static_cast<const T*>(g),
+        static_cast<const A*>(norms), static_cast<T*>(dg));
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+}  // namespace cuda
+}  // namespace ganops

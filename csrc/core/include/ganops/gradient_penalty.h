@@ -1,0 +1,222 @@
+// Gradient penalties (DESIGN §5): the per-sample mix that makes the penalty's inputs, and the
+// per-sample norm of a gradient with the penalty on it, its reduction and its backward.
+//
+// Memory model: a dense tensor whose batch dim is outermost in memory (contiguous and
+// channels_last alike) is walked in memory order as [batch][per_sample]; element i belongs to
+// sample i / per_sample. Nothing else about the layout matters, so no copy is needed.
+//
+// Penalty of sample b, with n_b = grad_scale * ||g_b||_2:
+//     kNorm      n_b                    (StyleGAN2's path length, before its EMA)
+//     kSquared   n_b^2                  (zero-gp; R1 and R2 with weight gamma / 2)
+//     kTwoSided  (n_b - target)^2       (WGAN-GP, DRAGAN)
+//     kOneSided  max(0, n_b - target)^2
+// each times `weight`, then reduced over the batch (none, mean or sum). Squares and sums
+// accumulate in acc_t<T> (float32 for half types, float64 for float64).
+//
+// The backward is dL/dg_b = gout_b * weight * grad_scale^2 * (phi'(n_b) / n_b) * g_b, one read
+// of g and one write. phi'(n) / n has a finite limit or is taken as 0 at n = 0 (where g_b is 0
+// anyway), so a zero gradient gives a zero gradient, never NaN.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "ganops/bias_act.h"  // acc_t
+#include "ganops/macros.h"
+
+namespace ganops {
+
+enum class PenaltyKind : int { kNorm = 0, kSquared = 1, kTwoSided = 2, kOneSided = 3 };
+enum class Reduction : int { kNone = 0, kMean = 1, kSum = 2 };
+
+struct GradientPenaltyParams {
+  int64_t batch = 0;
+  int64_t per_sample = 0;  // numel / batch
+  PenaltyKind kind = PenaltyKind::kTwoSided;
+  double target = 1.0;
+  double weight = 1.0;
+  double grad_scale = 1.0;  // g is read as grad_scale * g: AMP's unscale, path length's 1/sqrt(L)
+  Reduction reduction = Reduction::kMean;
+  int64_t numel() const { return batch * per_sample; }
+  int64_t outputs() const { return reduction == Reduction::kNone ? batch : 1; }
+};
+
+// Per-sample penalty math, shared by the CPU loops and the CUDA kernels.
+template <typename A>
+struct PenaltyMath {
+  PenaltyKind kind;
+  A target, weight, scale;
+
+  explicit PenaltyMath(const GradientPenaltyParams& p)  // host only: kernels receive a copy
+      : kind(p.kind), target(A(p.target)), weight(A(p.weight)), scale(A(p.grad_scale)) {}
+
+  // n_b from the sum of squares of the stored (unscaled) gradient.
+  GANOPS_HD A norm(A sum_sq) const {
+    using std::sqrt;
+    return scale * sqrt(sum_sq);
+  }
+
+  GANOPS_HD A value(A sum_sq) const {
+    const A n = norm(sum_sq);
+    switch (kind) {
+      case PenaltyKind::kNorm: return weight * n;
+      case PenaltyKind::kSquared: return weight * (scale * scale * sum_sq);
+      case PenaltyKind::kTwoSided: return weight * (n - target) * (n - target);
+      case PenaltyKind::kOneSided: return n > target ? weight * (n - target) * (n - target) : A(0);
+    }
+    return A(0);
+  }
+
+  // d value / d g_b = grad_coefficient(n_b) * g_b.
+  GANOPS_HD A grad_coefficient(A n) const {
+    A d_over_n = A(0);  // phi'(n) / n
+    switch (kind) {
+      case PenaltyKind::kNorm: d_over_n = n > A(0) ? A(1) / n : A(0); break;
+      case PenaltyKind::kSquared: d_over_n = A(2); break;
+      case PenaltyKind::kTwoSided: d_over_n = n > A(0) ? A(2) * (n - target) / n : A(0); break;
+      case PenaltyKind::kOneSided:
+        d_over_n = (n > A(0) && n > target) ? A(2) * (n - target) / n : A(0);
+        break;
+    }
+    return weight * scale * scale * d_over_n;
+  }
+};
+
+// The incoming gradient of sample b's penalty: gout holds p.outputs() values.
+template <typename A>
+GANOPS_HD A sample_gout(const GradientPenaltyParams& p, const A* gout, int64_t b) {
+  switch (p.reduction) {
+    case Reduction::kNone: return gout[b];
+    case Reduction::kMean: return gout[0] / A(p.batch);
+    case Reduction::kSum: return gout[0];
+  }
+  return A(0);
+}
+
+// How the penalty's input x is made from two tensors and one coefficient per sample:
+//     kLerp  x = a + c_b * (b - a)    (WGAN-GP: a = fake, b = real, c = eps)
+//     kAxpy  x = a + c_b * b          (DRAGAN: a = real, b = noise, c = alpha_b * 0.5 * std)
+enum class MixMode : int { kLerp = 0, kAxpy = 1 };
+
+template <MixMode kMode, typename A>
+GANOPS_HD A mix(A a, A b, A c) {
+  return kMode == MixMode::kLerp ? a + c * (b - a) : a + c * b;
+}
+
+namespace cpu {
+
+// Elements per parallel task.
+constexpr int64_t kPenaltyGrain = 1 << 14;
+
+// Sum of squares with 16 independent lanes (vectorizes without reassociation; the order is
+// fixed by n alone).
+template <typename T, typename A>
+GANOPS_HD A sum_squares(const T* x, int64_t n) {
+  constexpr int kLanes = 16;
+  A acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      const A v = static_cast<A>(x[i + k]);
+      acc[k] += v * v;
+    }
+  }
+  for (int k = 0; i < n; ++i, ++k) {
+    const A v = static_cast<A>(x[i]);
+    acc[k] += v * v;
+  }
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int k = 0; k < width; ++k) acc[k] += acc[k + width];
+  }
+  return acc[0];
+}
+
+// Calls line(b, i0, i1) for the parts of [e0, e1) that lie in one sample each.
+template <typename Line>
+GANOPS_HD void for_sample_lines(int64_t per_sample, int64_t e0, int64_t e1, const Line& line) {
+  for (int64_t i = e0; i < e1;) {
+    const int64_t b = i / per_sample;
+    const int64_t end = std::min(e1, (b + 1) * per_sample);
+    line(b, i, end);
+    i = end;
+  }
+}
+
+// x = mix(a, b, c_b) elementwise; c holds one coefficient per sample.
+template <MixMode kMode, typename T, typename ParallelFor>
+void mix_samples(const GradientPenaltyParams& p, const T* a, const T* b, const acc_t<T>* c, T* x,
+                 ParallelFor&& pf) {
+  using A = acc_t<T>;
+  pf(int64_t(0), p.numel(), kPenaltyGrain, [&](int64_t e0, int64_t e1) {
+    for_sample_lines(p.per_sample, e0, e1, [&](int64_t s, int64_t i0, int64_t i1) {
+      const A cs = c[s];
+      for (int64_t i = i0; i < i1; ++i) {
+        x[i] = static_cast<T>(mix<kMode, A>(static_cast<A>(a[i]), static_cast<A>(b[i]), cs));
+      }
+    });
+  });
+}
+
+// norms[b] = n_b and penalty = the reduced weighted penalties (p.outputs() values). The sums of
+// squares run in fixed chunks of each sample, added in chunk order, so the result does not
+// depend on the number of threads.
+template <typename T, typename ParallelFor>
+void penalty_forward(const GradientPenaltyParams& p, const T* g, acc_t<T>* norms,
+                     acc_t<T>* penalty, ParallelFor&& pf) {
+  using A = acc_t<T>;
+  const int64_t D = p.per_sample;
+  const int64_t chunks = std::max<int64_t>(1, (D + kPenaltyGrain - 1) / kPenaltyGrain);
+  const int64_t tasks = p.batch * chunks;
+  std::vector<A> partial(static_cast<size_t>(tasks), A(0));
+  const auto run = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / chunks, c = t % chunks;
+      const int64_t i0 = c * kPenaltyGrain, i1 = std::min(D, i0 + kPenaltyGrain);
+      partial[t] = sum_squares<T, A>(g + b * D + i0, i1 - i0);
+    }
+  };
+  // Tiny inputs run here: waking the pool costs more than the sums.
+  if (p.numel() <= kPenaltyGrain) {
+    run(0, tasks);
+  } else {
+    pf(int64_t(0), tasks, std::max<int64_t>(1, kPenaltyGrain / std::max<int64_t>(D, 1)), run);
+  }
+  const PenaltyMath<A> math(p);
+  A total = A(0);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    A sum_sq = A(0);
+    for (int64_t c = 0; c < chunks; ++c) sum_sq += partial[b * chunks + c];
+    norms[b] = math.norm(sum_sq);
+    const A value = math.value(sum_sq);
+    if (p.reduction == Reduction::kNone) {
+      penalty[b] = value;
+    } else {
+      total += value;
+    }
+  }
+  if (p.reduction == Reduction::kMean) penalty[0] = total / A(p.batch);
+  if (p.reduction == Reduction::kSum) penalty[0] = total;
+}
+
+// dg = gout_b * grad_coefficient(n_b) * g, with the norms penalty_forward wrote.
+template <typename T, typename ParallelFor>
+void penalty_backward(const GradientPenaltyParams& p, const acc_t<T>* gout, const T* g,
+                      const acc_t<T>* norms, T* dg, ParallelFor&& pf) {
+  using A = acc_t<T>;
+  const PenaltyMath<A> math(p);
+  std::vector<A> coef(static_cast<size_t>(p.batch));
+  for (int64_t b = 0; b < p.batch; ++b) {
+    coef[b] = sample_gout(p, gout, b) * math.grad_coefficient(norms[b]);
+  }
+  pf(int64_t(0), p.numel(), kPenaltyGrain, [&](int64_t e0, int64_t e1) {
+    for_sample_lines(p.per_sample, e0, e1, [&](int64_t s, int64_t i0, int64_t i1) {
+      const A cs = coef[s];
+      for (int64_t i = i0; i < i1; ++i) dg[i] = static_cast<T>(cs * static_cast<A>(g[i]));
+    });
+  });
+}
+
+}  // namespace cpu
+}  // namespace ganops
