@@ -73,3 +73,62 @@ def spectral_normalize(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
     m = _weight_to_matrix(weight, dim).to(acc)
     sigma = u.detach().to(acc) @ m @ v.detach().to(acc)
     return (weight.to(acc) / sigma).to(weight.dtype)
+
+
+# Gradient penalties (DESIGN §5), written the way GAN code usually writes them.
+
+def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """fake + eps_b (real - fake)."""
+    e = eps.reshape((-1,) + (1,) * (real.ndim - 1)).to(real.dtype)
+    return fake + e * (real - fake)
+
+
+def dragan_perturb(real: torch.Tensor, alpha: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """real + alpha_b * 0.5 * std(real) * noise (noise ~ U[0,1) in the original)."""
+    a = alpha.reshape((-1,) + (1,) * (real.ndim - 1)).to(real.dtype)
+    return real + a * (0.5 * real.std() * noise)
+
+
+def penalty_from_gradient(grad: torch.Tensor, kind: str = "wgan-gp", weight: float = 10.0,
+                          target: float = 1.0, reduction: str = "mean") -> torch.Tensor:
+    """The penalty of `kind` (wgan-gp, one-sided, zero-gp, dragan, r1, r2) on D's input gradient,
+    computed in float32 (float64 for float64)."""
+    acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    norms = grad.to(acc).reshape(grad.shape[0], -1).norm(2, dim=1)
+    if kind in ("wgan-gp", "dragan"):
+        per = weight * (norms - target) ** 2
+    elif kind == "one-sided":
+        per = weight * torch.clamp(norms - target, min=0) ** 2
+    elif kind == "zero-gp":
+        per = weight * grad.to(acc).reshape(grad.shape[0], -1).pow(2).sum(1)
+    elif kind in ("r1", "r2"):
+        per = (weight / 2) * grad.to(acc).reshape(grad.shape[0], -1).pow(2).sum(1)
+    else:
+        raise ValueError(f"unknown penalty kind {kind!r}")
+    return {"mean": per.mean, "sum": per.sum, "none": lambda: per}[reduction]()
+
+
+def gradient_penalty(D, x: torch.Tensor, kind: str = "wgan-gp", weight: float = 10.0,
+                     target: float = 1.0, reduction: str = "mean", **d_kwargs) -> torch.Tensor:
+    """The penalty of `kind` at the points x (already interpolated or perturbed): D(x), the
+    input gradient with create_graph=True, the penalty."""
+    x = x.detach().requires_grad_(True)
+    out = D(x, **d_kwargs)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return penalty_from_gradient(grad, kind, weight, target, reduction)
+
+
+def path_length_penalty(images: torch.Tensor, latents: torch.Tensor, pl_mean: torch.Tensor,
+                        noise: torch.Tensor, decay: float = 0.01, weight: float = 2.0):
+    """StyleGAN2-ADA's path-length penalty: (penalty, new pl_mean). noise ~ N(0, 1) in the
+    images' shape (divided by sqrt(H * W) here)."""
+    pixels = 1
+    for s in images.shape[2:]:
+        pixels *= s
+    pl_noise = noise / pixels ** 0.5
+    (pl_grads,) = torch.autograd.grad((images * pl_noise).sum(), latents, create_graph=True)
+    if pl_grads.ndim == 2:
+        pl_grads = pl_grads.unsqueeze(1)
+    pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
+    new_mean = pl_mean.lerp(pl_lengths.mean(), decay)
+    return (pl_lengths - new_mean).square().mean() * weight, new_mean.detach()
