@@ -368,3 +368,19 @@ def test_path_length_regularizer_errors():
         pl(torch.randn(2, 3, 4, 4), torch.randn(3, 6, requires_grad=True))
     with pytest.raises(ValueError, match="decay must be in"):
         gt.PathLengthRegularizer(decay=2.0)
+
+
+def test_use_all_parameters_gives_every_parameter_a_zero_gradient_term():
+    real, fake = _batch()
+    D = _discriminator(True, False)
+    p = gt.gradient_penalty(D, real, fake, generator=torch.Generator().manual_seed(0))
+    p.backward()
+    assert D.layers["fc"].bias.grad is None  # the input gradient does not depend on it
+    first = _param_grads(D)
+    D.zero_grad()
+    q = gt.gradient_penalty(D, real, fake, use_all_parameters=True,
+                            generator=torch.Generator().manual_seed(0))
+    q.backward()
+    assert torch.equal(p, q)
+    assert torch.equal(D.layers["fc"].bias.grad, torch.zeros(1, dtype=torch.float64))
+    _assert_grads_close(_param_grads(D), first, rtol=0, atol=0)

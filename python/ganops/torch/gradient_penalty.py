@@ -141,7 +141,8 @@ def gradient_penalty(D: Callable[..., torch.Tensor], real: Optional[torch.Tensor
                      fake: Optional[torch.Tensor] = None, kind: str = "wgan-gp",
                      weight: Optional[float] = None, target: float = 1.0, scaler=None,
                      return_norms: bool = False, reduction: str = "mean",
-                     generator: Optional[torch.Generator] = None, **d_kwargs):
+                     generator: Optional[torch.Generator] = None,
+                     use_all_parameters: Optional[bool] = None, **d_kwargs):
     """The gradient penalty of `kind` for discriminator D (a module or any callable).
 
     Makes the penalty's inputs (see the module docstring), calls ``D(x, **d_kwargs)`` (extra
@@ -155,6 +156,12 @@ def gradient_penalty(D: Callable[..., torch.Tensor], real: Optional[torch.Tensor
     reads the gradient: call this inside your autocast region and pass the scaler you use for
     D's loss. Returns the penalty (a scalar for reduction "mean" or "sum", one value per sample
     for "none"), and the per-sample gradient norms as well when return_norms is set.
+
+    use_all_parameters adds 0 * sum(D's output) to the penalty, so every parameter D's output
+    depends on gets a (zero) gradient from the penalty's backward, even those the input gradient
+    does not depend on (e.g. the last bias). DistributedDataParallel needs this when the penalty
+    has a backward of its own (lazy regularization steps); it costs a backward through D's
+    forward graph. Default: on when D is a DistributedDataParallel module.
     """
     x = penalty_inputs(real, fake, kind, generator)
     out = D(x, **d_kwargs)
@@ -168,7 +175,11 @@ def gradient_penalty(D: Callable[..., torch.Tensor], real: Optional[torch.Tensor
         raise ValueError("ganops.gradient_penalty: D's output does not depend on its input "
                          "(it does not require grad); is D running under torch.no_grad()?")
     grad, grad_scale = input_gradient(out, x, scaler)
-    return penalty_from_gradient(grad, kind, weight, target, reduction, grad_scale, return_norms)
+    result = penalty_from_gradient(grad, kind, weight, target, reduction, grad_scale, True)
+    if use_all_parameters is None:
+        use_all_parameters = isinstance(D, nn.parallel.DistributedDataParallel)
+    penalty = result[0] + out.sum() * 0 if use_all_parameters else result[0]
+    return (penalty, result[1]) if return_norms else penalty
 
 
 def wgan_gp_penalty(D, real, fake, weight: float = 10.0, target: float = 1.0, **kwargs):
