@@ -11,6 +11,7 @@
 #include "ganops/activation.h"
 #include "ganops/bias_act.h"
 #include "ganops/build_info.h"
+#include "ganops/gradient_penalty.h"
 #include "ganops/spectral_norm.h"
 
 namespace py = pybind11;
@@ -212,6 +213,93 @@ py::array spectral_normalize_backward(py::array g, py::array w, py::array u, py:
   return w.dtype().is(py::dtype::of<double>()) ? run(double{}) : run(float{});
 }
 
+// Gradient penalties on a C-contiguous [batch, ...] array (float32 or float64).
+ganops::GradientPenaltyParams penalty_params(const py::array& g, const std::string& kind,
+                                             double target, double weight, double grad_scale,
+                                             const std::string& reduction) {
+  static const std::vector<std::string> kinds = {"norm", "squared", "two-sided", "one-sided"};
+  static const std::vector<std::string> reductions = {"none", "mean", "sum"};
+  const auto k = std::find(kinds.begin(), kinds.end(), kind);
+  const auto r = std::find(reductions.begin(), reductions.end(), reduction);
+  if (k == kinds.end()) throw py::value_error("kind: unknown penalty '" + kind + "'");
+  if (r == reductions.end()) throw py::value_error("reduction: unknown '" + reduction + "'");
+  if (g.ndim() < 1 || g.shape(0) < 1) throw py::value_error("g: expected a non-empty batch");
+  ganops::GradientPenaltyParams p;
+  p.batch = g.shape(0);
+  p.per_sample = g.size() / p.batch;
+  p.kind = static_cast<ganops::PenaltyKind>(k - kinds.begin());
+  p.reduction = static_cast<ganops::Reduction>(r - reductions.begin());
+  p.target = target;
+  p.weight = weight;
+  p.grad_scale = grad_scale;
+  return p;
+}
+
+// (penalty, norms): penalty has p.outputs() values.
+py::tuple gradient_penalty(py::array g, const std::string& kind, double target, double weight,
+                           double grad_scale, const std::string& reduction) {
+  const auto p = penalty_params(g, kind, target, weight, grad_scale, reduction);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const Array<T> ga = Array<T>::ensure(g);
+    Array<T> penalty(p.outputs()), norms(p.batch);
+    {
+      py::gil_scoped_release release;
+      ganops::cpu::penalty_forward(p, ga.data(), norms.mutable_data(), penalty.mutable_data(),
+                                   parallel_for);
+    }
+    return py::tuple(py::make_tuple(penalty, norms));
+  };
+  return g.dtype().is(py::dtype::of<double>()) ? run(double{}) : run(float{});
+}
+
+py::array gradient_penalty_backward(py::array gout, py::array g, py::array norms,
+                                    const std::string& kind, double target, double weight,
+                                    double grad_scale, const std::string& reduction) {
+  const auto p = penalty_params(g, kind, target, weight, grad_scale, reduction);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const Array<T> ga = Array<T>::ensure(g);
+    const Array<T> go = vector_of<T>(gout, p.outputs(), "gout");
+    const Array<T> na = vector_of<T>(norms, p.batch, "norms");
+    Array<T> out(std::vector<py::ssize_t>(ga.shape(), ga.shape() + ga.ndim()));
+    {
+      py::gil_scoped_release release;
+      ganops::cpu::penalty_backward(p, go.data(), ga.data(), na.data(), out.mutable_data(),
+                                    parallel_for);
+    }
+    return py::array(out);
+  };
+  return g.dtype().is(py::dtype::of<double>()) ? run(double{}) : run(float{});
+}
+
+// x = a + c_b (b - a) (mode 0) or a + c_b b (mode 1).
+py::array mix_samples(py::array a, py::array b, py::array c, int mode) {
+  if (a.ndim() < 1) throw py::value_error("a: expected a batch dim");
+  ganops::GradientPenaltyParams p;
+  p.batch = a.shape(0);
+  p.per_sample = p.batch > 0 ? a.size() / p.batch : 0;
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const Array<T> aa = Array<T>::ensure(a), ba = Array<T>::ensure(b);
+    if (ba.size() != aa.size()) throw py::value_error("b: expected a's shape");
+    const Array<T> ca = vector_of<T>(c, p.batch, "c");
+    Array<T> out(std::vector<py::ssize_t>(aa.shape(), aa.shape() + aa.ndim()));
+    {
+      py::gil_scoped_release release;
+      if (mode == 0) {
+        ganops::cpu::mix_samples<ganops::MixMode::kLerp>(p, aa.data(), ba.data(), ca.data(),
+                                                         out.mutable_data(), parallel_for);
+      } else {
+        ganops::cpu::mix_samples<ganops::MixMode::kAxpy>(p, aa.data(), ba.data(), ca.data(),
+                                                         out.mutable_data(), parallel_for);
+      }
+    }
+    return py::array(out);
+  };
+  return a.dtype().is(py::dtype::of<double>()) ? run(double{}) : run(float{});
+}
+
 // Applies one of the core's float math functions to every element, for accuracy tests.
 template <float (*fn)(float)>
 py::array_t<float> map_float(py::array_t<float, py::array::c_style | py::array::forcecast> x) {
@@ -266,4 +354,14 @@ PYBIND11_MODULE(_core, m) {
   m.def("spectral_normalize_backward", &spectral_normalize_backward, py::arg("g"), py::arg("w"),
         py::arg("u"), py::arg("v"), py::arg("sigma"), py::arg("dim") = 0,
         "(g - <g, w / sigma> u v^T) / sigma.");
+  m.def("gradient_penalty", &gradient_penalty, py::arg("g"), py::arg("kind"),
+        py::arg("target") = 1.0, py::arg("weight") = 1.0, py::arg("grad_scale") = 1.0,
+        py::arg("reduction") = "mean",
+        "(penalty, norms) of the per-sample gradient norms n_b = grad_scale * ||g_b||.");
+  m.def("gradient_penalty_backward", &gradient_penalty_backward, py::arg("gout"), py::arg("g"),
+        py::arg("norms"), py::arg("kind"), py::arg("target") = 1.0, py::arg("weight") = 1.0,
+        py::arg("grad_scale") = 1.0, py::arg("reduction") = "mean",
+        "d penalty / d g times gout, from the norms gradient_penalty returned.");
+  m.def("mix_samples", &mix_samples, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("mode"),
+        "a + c_b (b - a) (mode 0, lerp) or a + c_b b (mode 1), c one value per sample.");
 }
