@@ -428,7 +428,13 @@ void fused_step_rows(const SpectralNormParams& p, const T* w, const A* y, A* t, 
     matvec_t_outer(p, w, t, z, pf);
     return;
   }
-  const int64_t per_task = lines_per_task(p.cols());
+  // Whole groups of four rows per task where a task stays near kSpectralGrain (axpy4_line).
+  int64_t per_task = lines_per_task(p.cols());
+  if (per_task >= 4) {
+    per_task -= per_task % 4;
+  } else if (p.cols() <= kSpectralGrain) {
+    per_task = 4;
+  }
   const int64_t tasks = (p.rows + per_task - 1) / per_task;
   fused_pass(tasks, p.numel(), p.cols(), z, pf, [&](int64_t task, A* zp) {
     const int64_t h0 = task * per_task, h1 = std::min(p.rows, h0 + per_task);
