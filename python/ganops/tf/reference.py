@@ -1,7 +1,7 @@
-"""Pure-TensorFlow bias_act and spectral normalization: the ground truth for the tests and the
-baseline for the benchmarks.
+"""Pure-TensorFlow bias_act, spectral normalization and gradient penalties: the ground truth for
+the tests and the baseline for the benchmarks.
 
-Written from the formulas in DESIGN.md sections 3 and 4 with plain TF ops, so TF's own autodiff
+Written from the formulas in DESIGN.md sections 3, 4 and 5 with plain TF ops, so TF's own autodiff
 gives their gradients of every order. Half types compute in float32 and are cast back, as the
 kernels do.
 """
@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from ganops._activations import resolve
 from ganops.tf import _args
+from ganops.tf import _penalty_args as _pa
 from ganops.tf._args import check_tensors
 
 # torch.nn.SELU's constants.
@@ -125,3 +126,73 @@ def spectral_norm(w, u, power_iterations=1, eps=None, training=True):
     if tf.is_tensor(training):
         return w_sn, tf.where(tf.cast(training, tf.bool), u_new, u)
     return w_sn, (u_new if training else tf.convert_to_tensor(u, u_new.dtype))
+
+
+# --- gradient penalties (DESIGN.md section 5) -------------------------------------------------
+
+
+def penalty_from_gradient(grad, kind="wgan-gp", weight=None, target=1.0, reduction="mean",
+                          grad_scale=1.0, return_norms=False):
+    """ganops.tf.penalty_from_gradient with tf.norm: n_b = ||grad_scale * g_b|| over all
+    non-batch dims, in float32 (float64 for float64 g). tf.norm's gradient is NaN at n_b = 0,
+    as plain autodiff of a norm is."""
+    spec, weight, target, reduction = _pa.resolve_scalars(kind, weight, target, reduction)
+    grad = tf.convert_to_tensor(grad)
+    acc = _pa.acc_dtype(grad.dtype)
+    g = tf.cast(grad, acc) * tf.cast(grad_scale, acc)
+    norms = tf.norm(tf.reshape(g, [tf.shape(g)[0], -1]), axis=1)
+    if spec.op_kind == "squared":
+        per_sample = weight * tf.square(norms)
+    elif spec.op_kind == "two-sided":
+        per_sample = weight * tf.square(norms - target)
+    else:  # one-sided
+        per_sample = weight * tf.square(tf.maximum(norms - target, 0.0))
+    if reduction == "mean":
+        penalty = tf.reduce_mean(per_sample)
+    elif reduction == "sum":
+        penalty = tf.reduce_sum(per_sample)
+    else:
+        penalty = per_sample
+    return (penalty, norms) if return_norms else penalty
+
+
+def _broadcast_per_sample(c, like):
+    return tf.reshape(c, tf.concat([[-1], tf.ones([tf.rank(like) - 1], tf.int32)], 0))
+
+
+def penalty_samples(kind, real, fake=None, seed=None):
+    """The x each kind takes its gradient at, with plain TF ops and the same draws as ganops
+    for the same seed: fake + eps (real - fake), real + alpha * 0.5 std(real) * U, real or fake.
+    Mixed in float32 (float64 for float64 samples) and rounded to the samples' dtype."""
+    spec = _pa.resolve_kind(kind)
+    real, fake = _pa.check_samples(spec, kind, real, fake)
+    seed = _pa.check_seed(seed)
+    if spec.samples == "real":
+        return real
+    if spec.samples == "fake":
+        return fake
+    acc = _pa.acc_dtype(real.dtype)
+    batch = tf.shape(real)[:1]
+    r = tf.cast(real, acc)
+    if spec.samples == "interpolate":
+        eps = _broadcast_per_sample(_pa.uniform(batch, acc, seed, _pa.EPS_STREAM), real)
+        f = tf.cast(fake, acc)
+        return tf.cast(f + eps * (r - f), real.dtype)
+    alpha = _pa.uniform(batch, acc, seed, _pa.ALPHA_STREAM)
+    noise = tf.cast(_pa.uniform(tf.shape(real), real.dtype, seed, _pa.NOISE_STREAM), acc)
+    std = tf.math.reduce_std(r)
+    return tf.cast(r + _broadcast_per_sample(alpha * 0.5 * std, real) * noise, real.dtype)
+
+
+def gradient_penalty(D, real, fake=None, kind="wgan-gp", weight=None, target=1.0,
+                     return_norms=False, reduction="mean", training=True, seed=None, **d_kwargs):
+    """ganops.tf.gradient_penalty with plain TF ops: x from penalty_samples, g = the gradient of
+    sum(D(x)) from a nested GradientTape, the penalty from penalty_from_gradient. No loss
+    scaling."""
+    x = penalty_samples(kind, real, fake, seed)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        outputs = _pa.check_outputs(_pa.call_discriminator(D, x, training, d_kwargs), x)
+        total = tf.reduce_sum(tf.cast(outputs, _pa.acc_dtype(outputs.dtype)))
+    grad = tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return penalty_from_gradient(grad, kind, weight, target, reduction, return_norms=return_norms)
