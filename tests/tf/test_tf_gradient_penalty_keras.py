@@ -209,8 +209,10 @@ class WassersteinCritic(keras.Model):
         # A stateless seed per step: the same draws for both penalty implementations.
         seed = tf.stack([tf.constant(17, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
         with tf.GradientTape() as tape:
-            adversarial = (tf.reduce_mean(self.discriminator(fake, training=True))
-                           - tf.reduce_mean(self.discriminator(real, training=True)))
+            # float32 losses whatever the policy (D's outputs are float16 under mixed_float16).
+            d_fake = tf.cast(self.discriminator(fake, training=True), tf.float32)
+            d_real = tf.cast(self.discriminator(real, training=True), tf.float32)
+            adversarial = tf.reduce_mean(d_fake) - tf.reduce_mean(d_real)
             penalty = self.penalty_fn(self.discriminator, real, fake, seed=seed,
                                       optimizer=self.optimizer)
             loss = self.optimizer.scale_loss(adversarial + penalty)
@@ -223,13 +225,15 @@ def reference_penalty(D, real, fake, optimizer=None, **kwargs):
     return gtf.reference.gradient_penalty(D, real, fake, **kwargs)
 
 
-def fit_critic(penalty_fn):
+def fit_critic(penalty_fn, batches=3, epochs=2):
     keras.utils.set_random_seed(8)
     critic = WassersteinCritic(ganops_discriminator(), penalty_fn)
     critic.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False)
-    real, fake = samples(9, shape=(12, *SHAPE[1:]))
+    real, fake = samples(9, shape=(4 * batches, *SHAPE[1:]))
     data = tf.data.Dataset.from_tensor_slices((real, fake)).batch(4)
-    history = critic.fit(data, epochs=2, verbose=0, shuffle=False)
+    history = critic.fit(data, epochs=epochs, verbose=0, shuffle=False)
+    if keras.config.dtype_policy().name == "mixed_float16":
+        assert isinstance(critic.optimizer, keras.optimizers.LossScaleOptimizer)
     return history.history, [v.numpy() for v in critic.discriminator.weights]
 
 
@@ -248,3 +252,16 @@ def test_custom_train_step_with_fit_matches_pure_tf_penalty():
 def fit_critic_initial_kernel():
     keras.utils.set_random_seed(8)
     return ganops_discriminator().weights[0].numpy()
+
+
+def test_fit_under_mixed_float16_matches_float32():
+    # Keras' compile wraps the optimizer in a LossScaleOptimizer under mixed_float16; the
+    # penalty of the first step (before any update) is the float32 one within float16 error.
+    want, _ = fit_critic(gtf.gradient_penalty, batches=1, epochs=1)
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        got, _ = fit_critic(gtf.gradient_penalty, batches=1, epochs=1)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert want["penalty"][0] > 0
+    np.testing.assert_allclose(got["penalty"], want["penalty"], rtol=1e-2)
