@@ -28,10 +28,11 @@ from benchmarks import report, timing  # noqa: E402
 
 # op name -> module with OP, SPEC, __doc__, run_torch(opts, budget, log), run_tf(opts, budget, log)
 # and optionally markdown_extra(rows, framework) (more tables for its results page).
-# A new op (gradient penalties) adds a module of cases and one line here.
+# A new op adds a module of cases and one line here.
 REGISTRY = {
     "bias_act": "benchmarks.bias_act",
     "spectral_norm": "benchmarks.spectral_norm",
+    "gradient_penalty": "benchmarks.gradient_penalty",
 }
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results")
 README = os.path.join(ROOT, "README.md")  # its bench:<op> section is rewritten by a full run
