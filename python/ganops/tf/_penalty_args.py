@@ -66,14 +66,16 @@ def _check_sample(t, name):
     if t.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{GP}: {name} must be float32, float64, float16 or bfloat16, "
                         f"got {t.dtype.name}")
-    if t.shape.rank == 0:
-        raise ValueError(f"{GP}: {name} must have a batch dim (shape (N, ...)), got a scalar")
-    return t
+    if t.shape.rank == 0 or (t.shape.rank is not None and t.shape[0] == 0):
+        raise ValueError(f"{GP}: {name} must have a non-empty batch dim, got shape "
+                         f"{tuple(t.shape)}")
+    return tf.stop_gradient(t)
 
 
 def check_samples(spec, kind, real, fake):
-    """real and fake as tensors behind stop_gradient (None where the kind does not use them),
-    checked against each other and against what the kind needs."""
+    """(real, fake) as tensors behind stop_gradient, each None where the kind does not use it
+    (r1 ignores fake, r2 ignores real, as in the PyTorch front end), checked against what the
+    kind needs."""
     needs_real = spec.samples != "fake"
     needs_fake = spec.samples in ("interpolate", "fake")
     if needs_real and real is None:
@@ -83,9 +85,9 @@ def check_samples(spec, kind, real, fake):
     if spec.samples == "perturb" and fake is not None:
         raise ValueError(f"{GP}: kind 'dragan' perturbs the real samples and takes no fake ones; "
                          "pass fake=None")
-    real = None if real is None else tf.stop_gradient(_check_sample(real, "real"))
-    fake = None if fake is None else tf.stop_gradient(_check_sample(fake, "fake"))
-    if real is not None and fake is not None:
+    real = _check_sample(real, "real") if needs_real else None
+    fake = _check_sample(fake, "fake") if needs_fake else None
+    if spec.samples == "interpolate":
         if not real.shape.is_compatible_with(fake.shape):
             raise ValueError(f"{GP}: real and fake must have the same shape, got real "
                              f"{tuple(real.shape)} and fake {tuple(fake.shape)}")
@@ -93,6 +95,14 @@ def check_samples(spec, kind, real, fake):
             raise TypeError(f"{GP}: real has dtype {real.dtype.name} but fake has "
                             f"{fake.dtype.name}")
     return real, fake
+
+
+def sample_std(t):
+    """The standard deviation of all of t's elements with Bessel's correction (n - 1), as
+    torch's Tensor.std() computes DRAGAN's scale in the PyTorch front end; in t's dtype."""
+    count = tf.cast(tf.size(t), t.dtype)
+    centered = t - tf.reduce_mean(t)
+    return tf.sqrt(tf.reduce_sum(centered * centered) / tf.maximum(count - 1, 1))
 
 
 def check_seed(seed):
@@ -133,6 +143,16 @@ def call_discriminator(D, x, training, d_kwargs):
         raise TypeError(f"{GP}: D must be a Keras layer or model or a callable, got "
                         f"{type(D).__name__}")
     return D(x, **d_kwargs)
+
+
+def input_gradient(tape, outputs, x, output_gradients=None):
+    """d sum(outputs) / dx from the inner tape (times output_gradients where given), or a
+    ValueError when D's output does not depend on x at all."""
+    grad = tape.gradient(outputs, x, output_gradients=output_gradients)
+    if grad is None:
+        raise ValueError(f"{GP}: D's output does not depend on its input (its gradient is not "
+                         "connected to x); does D stop the gradient of its input?")
+    return grad
 
 
 def check_outputs(outputs, x):

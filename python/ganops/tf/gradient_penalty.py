@@ -14,6 +14,7 @@ Kinds (x, the per-sample penalty with n_b = ||g_b|| over all non-batch dims, def
     one-sided  same x                                            weight max(0, n_b - target)^2  10
     zero-gp    same x                                            weight n_b^2                10
     dragan     x = real + alpha_b * 0.5 std(real) * U[0, 1)^shape   weight (n_b - target)^2  10
+               (std over all of real's elements, with Bessel's correction as torch's std())
     r1         x = real                                          gamma / 2 * n_b^2   gamma = 10
     r2         x = fake                                          gamma / 2 * n_b^2   gamma = 10
 
@@ -132,7 +133,7 @@ def _penalty_samples(spec, real, fake, seed):
         return ops.ganops_per_sample_lerp(fake, real, eps)
     alpha = _pa.uniform(batch, acc, seed, _pa.ALPHA_STREAM)
     noise = _pa.uniform(tf.shape(real), real.dtype, seed, _pa.NOISE_STREAM)
-    std = tf.math.reduce_std(tf.cast(real, acc))
+    std = _pa.sample_std(tf.cast(real, acc))
     return ops.ganops_per_sample_add(real, noise, alpha * (0.5 * std))
 
 
@@ -165,7 +166,7 @@ def gradient_penalty(D, real, fake=None, kind="wgan-gp", weight=None, target=1.0
             or (N, ...) such as a PatchGAN's map. g is the gradient of the sum of the outputs.
         real, fake: samples with the batch on dim 0, the same shape and dtype; no gradient
             flows into them. wgan-gp, one-sided and zero-gp use both, dragan and r1 the real
-            ones (dragan takes no fake), r2 the fake ones.
+            ones (dragan takes no fake; r1 ignores it), r2 the fake ones (it ignores real).
         kind: "wgan-gp", "one-sided", "zero-gp", "dragan", "r1" or "r2" (see the module doc).
         weight: the penalty's weight; for r1 and r2 gamma (the penalty is gamma / 2 * n^2).
             None for 10.
@@ -192,21 +193,24 @@ def gradient_penalty(D, real, fake=None, kind="wgan-gp", weight=None, target=1.0
         if outputs.dtype in (tf.float16, tf.bfloat16):
             outputs = tf.cast(outputs, tf.float32)  # the scale may exceed float16's range
     seeds = tf.fill(tf.shape(outputs), tf.cast(scale, outputs.dtype))
-    grad = tape.gradient(outputs, x, output_gradients=seeds,
-                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grad = _pa.input_gradient(tape, outputs, x, output_gradients=seeds)
     penalty, norms = _fused_penalty(grad, spec.op_kind, target, op_weight, 1.0 / scale,
                                     reduction)
     return (penalty, norms) if return_norms else penalty
 
 
-def wgan_gp_penalty(D, real, fake, weight=10.0, **kwargs):
-    """WGAN-GP (Gulrajani et al. 2017): weight * (||dD/dx|| - 1)^2 at random interpolates."""
-    return gradient_penalty(D, real, fake, kind="wgan-gp", weight=weight, **kwargs)
+def wgan_gp_penalty(D, real, fake, weight=10.0, target=1.0, **kwargs):
+    """WGAN-GP (Gulrajani et al. 2017): weight * (||dD/dx|| - target)^2 at random
+    interpolates."""
+    return gradient_penalty(D, real, fake, kind="wgan-gp", weight=weight, target=target,
+                            **kwargs)
 
 
-def dragan_penalty(D, real, weight=10.0, **kwargs):
-    """DRAGAN (Kodali et al. 2017): weight * (||dD/dx|| - 1)^2 around perturbed real samples."""
-    return gradient_penalty(D, real, None, kind="dragan", weight=weight, **kwargs)
+def dragan_penalty(D, real, weight=10.0, target=1.0, **kwargs):
+    """DRAGAN (Kodali et al. 2017): weight * (||dD/dx|| - target)^2 around perturbed real
+    samples."""
+    return gradient_penalty(D, real, None, kind="dragan", weight=weight, target=target,
+                            **kwargs)
 
 
 def r1_penalty(D, real, gamma=10.0, **kwargs):

@@ -162,7 +162,8 @@ def _broadcast_per_sample(c, like):
 
 def penalty_samples(kind, real, fake=None, seed=None):
     """The x each kind takes its gradient at, with plain TF ops and the same draws as ganops
-    for the same seed: fake + eps (real - fake), real + alpha * 0.5 std(real) * U, real or fake.
+    for the same seed: fake + eps (real - fake), real + alpha * 0.5 std(real) * U (std with
+    Bessel's correction, as torch's), real or fake.
     Mixed in float32 (float64 for float64 samples) and rounded to the samples' dtype."""
     spec = _pa.resolve_kind(kind)
     real, fake = _pa.check_samples(spec, kind, real, fake)
@@ -180,7 +181,8 @@ def penalty_samples(kind, real, fake=None, seed=None):
         return tf.cast(f + eps * (r - f), real.dtype)
     alpha = _pa.uniform(batch, acc, seed, _pa.ALPHA_STREAM)
     noise = tf.cast(_pa.uniform(tf.shape(real), real.dtype, seed, _pa.NOISE_STREAM), acc)
-    std = tf.math.reduce_std(r)
+    count = tf.cast(tf.size(r), acc)
+    std = tf.math.reduce_std(r) * tf.sqrt(count / (count - 1))
     return tf.cast(r + _broadcast_per_sample(alpha * 0.5 * std, real) * noise, real.dtype)
 
 
@@ -194,5 +196,5 @@ def gradient_penalty(D, real, fake=None, kind="wgan-gp", weight=None, target=1.0
         tape.watch(x)
         outputs = _pa.check_outputs(_pa.call_discriminator(D, x, training, d_kwargs), x)
         total = tf.reduce_sum(tf.cast(outputs, _pa.acc_dtype(outputs.dtype)))
-    grad = tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grad = _pa.input_gradient(tape, total, x)
     return penalty_from_gradient(grad, kind, weight, target, reduction, return_norms=return_norms)
