@@ -249,6 +249,27 @@ def test_float64_samples_give_float64_penalty():
     np.testing.assert_allclose(got_grads[0].numpy(), want_grads[0].numpy(), rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("kind", ["wgan-gp", "dragan"])
+def test_half_samples_match_reference(dtype, kind):
+    # x, g and D's math in the half type; the norms and the penalty in float32 on both sides.
+    w = tf.Variable(tf.random.stateless_normal(SHAPE[1:], seed=[6, 6]))
+    real, fake = (tf.cast(t, dtype) for t in samples(12))
+
+    def D(x):
+        return tf.reduce_sum(tf.tanh(x * tf.cast(w, dtype)), axis=[1, 2, 3])
+
+    f = fake_for(kind, fake)
+    got, (got_dw,) = value_and_grads(gtf.gradient_penalty, D, real, f, kind=kind, seed=4,
+                                     variables=[w])
+    want, (want_dw,) = value_and_grads(gtf.reference.gradient_penalty, D, real, f, kind=kind,
+                                       seed=4, variables=[w])
+    assert got.dtype == tf.float32 and got_dw.dtype == tf.float32
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(got_dw.numpy(), want_dw.numpy(), rtol=1e-2,
+                               atol=1e-2 * np.abs(want_dw.numpy()).max())
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 
