@@ -70,3 +70,25 @@ def test_build_info_names_both_frameworks():
     info = ganops.build_info()
     assert info["torch"] == torch.__version__
     assert info["tensorflow"] == tf.__version__
+
+
+@pytest.mark.parametrize("kind", ["wgan-gp", "one-sided", "zero-gp", "dragan", "r1", "r2"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_gradient_penalty_from_both_frameworks(kind, reduction):
+    """The same gradient (NCHW for torch, its NHWC transpose for TF: the per-sample norm does not
+    care about the order within a sample) gives the same penalty and d penalty / d grad."""
+    g = np.random.default_rng(2).standard_normal((4, 3, 5, 5)) * 0.2
+    gt_ = torch.tensor(g, requires_grad=True)
+    pt = gt.penalty_from_gradient(gt_, kind, weight=3.0, target=0.5, reduction=reduction)
+    (pt * torch.arange(1.0, pt.numel() + 1, dtype=pt.dtype).reshape(pt.shape)).sum().backward()
+
+    gf = tf.constant(g.transpose(0, 2, 3, 1))
+    with tf.GradientTape() as tape:
+        tape.watch(gf)
+        pf = gtf.penalty_from_gradient(gf, kind, weight=3.0, target=0.5, reduction=reduction)
+        loss = tf.reduce_sum(pf * tf.reshape(tf.range(1.0, tf.size(pf) + 1, dtype=pf.dtype), tf.shape(pf)))
+    dgf = tape.gradient(loss, gf)
+
+    np.testing.assert_allclose(pt.detach().numpy(), pf.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(gt_.grad.numpy().transpose(0, 2, 3, 1), dgf.numpy(), rtol=1e-12,
+                               atol=1e-15)
