@@ -36,10 +36,6 @@ namespace ganops {
 namespace tf_adapter {
 namespace {
 
-using ::tensorflow::DataType;
-using ::tensorflow::DataTypeString;
-using ::tensorflow::DataTypeToEnum;
-
 // ---------------------------------------------------------------------------------------------
 // Shape functions
 

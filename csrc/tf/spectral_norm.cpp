@@ -34,9 +34,6 @@ namespace ganops {
 namespace tf_adapter {
 namespace {
 
-using ::tensorflow::DataType;
-using ::tensorflow::DataTypeString;
-using ::tensorflow::DataTypeToEnum;
 // ---------------------------------------------------------------------------------------------
 // Shape functions
 

@@ -1,4 +1,4 @@
-// Pieces shared by the TensorFlow adapters (bias_act.cpp, spectral_norm.cpp): the TF names they
+// Pieces shared by the TensorFlow adapters (one file per op): the TF names they
 // use, the core's parallel-for on TF's CPU worker pool, the TF-type to launcher-dtype map for CUDA, and an
 // OP_REQUIRES for helpers that return bool.
 #pragma once
@@ -9,6 +9,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/types.h"
 #include "tensorflow/core/platform/threadpool.h"
 
 #if GOOGLE_CUDA
@@ -19,6 +20,9 @@ namespace ganops {
 namespace tf_adapter {
 
 // The TF names every adapter uses.
+using ::tensorflow::DataType;
+using ::tensorflow::DataTypeString;
+using ::tensorflow::DataTypeToEnum;
 using ::tensorflow::DEVICE_CPU;
 using ::tensorflow::OpKernel;
 using ::tensorflow::OpKernelConstruction;

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "block_reduce.cuh"  // ld, block_sum
 #include "elementwise.cuh"  // kThreads, dispatch_dtype
 #include "ganops/gradient_penalty.h"
 
@@ -28,27 +29,6 @@ inline int64_t chunks_per_sample(const GradientPenaltyParams& p) {
 inline dim3 sample_grid(const GradientPenaltyParams& p) {
   return dim3(static_cast<unsigned>(chunks_per_sample(p)),
               static_cast<unsigned>(std::min<int64_t>(p.batch, kMaxGridY)));
-}
-
-template <typename T>
-__device__ __forceinline__ acc_t<T> ld(const T* p) {
-  return static_cast<acc_t<T>>(__ldg(p));
-}
-
-// Sum of v over the block in a fixed tree order; thread 0 gets it. sm holds kThreads values.
-template <typename A>
-__device__ __forceinline__ A block_sum(A v, A* sm) {
-  const int tid = static_cast<int>(threadIdx.x);
-  sm[tid] = v;
-  __syncthreads();
-#pragma unroll
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if (tid < s) sm[tid] += sm[tid + s];
-    __syncthreads();
-  }
-  const A total = sm[0];
-  __syncthreads();
-  return total;
 }
 
 template <MixMode kMode, typename T>

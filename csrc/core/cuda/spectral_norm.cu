@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "block_reduce.cuh"  // ld, block_sum
 #include "elementwise.cuh"  // kThreads, kUnroll, grid_size, dispatch_dtype
 #include "ganops/spectral_norm.h"
 
@@ -181,30 +182,8 @@ inline size_t acc_bytes(DType dtype) { return dtype == DType::kFloat64 ? sizeof(
 // ---------------------------------------------------------------------------------------------
 // Device helpers.
 
-template <typename T>
-__device__ __forceinline__ acc_t<T> ld(const T* p) {
-  return static_cast<acc_t<T>>(__ldg(p));
-}
-
 __device__ __forceinline__ float acc_sqrt(float x) { return sqrtf(x); }
 __device__ __forceinline__ double acc_sqrt(double x) { return sqrt(x); }
-
-// Sum of v over the block (blockDim.x == kThreads) in a fixed tree order; every thread gets it.
-// sm is kThreads elements of shared memory, free again when this returns.
-template <typename A>
-__device__ __forceinline__ A block_sum(A v, A* sm) {
-  const int tid = static_cast<int>(threadIdx.x);
-  sm[tid] = v;
-  __syncthreads();
-#pragma unroll
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if (tid < s) sm[tid] += sm[tid + s];
-    __syncthreads();
-  }
-  const A total = sm[0];
-  __syncthreads();
-  return total;
-}
 
 // u = t * scale_t, v = s * scale_s rounded to T. t or s may have been written earlier in the same
 // launch by other blocks, hence the L2 loads.
