@@ -5,10 +5,12 @@ import pytest
 
 from ganops import _core
 
-# (shape, dim): outer == 1 (torch dim 0), inner == 1 (Keras: last axis), both > 1
-# (ConvTranspose dim 1; also with rows and rows * inner off the core's blocking of 16 rows and
-# 64-element periods, and with lines of >= 64 elements), a size-1 row count and a single column.
-LAYOUTS = [((24, 40), 0), ((16, 8, 3, 3), 0), ((8, 12, 4, 4), 1), ((6, 19, 3, 3), 1),
+# (shape, dim): outer == 1 (torch dim 0; also with rows of >= 128 elements, which go three
+# to a sweep, and a row count that is not a multiple of three), inner == 1 (Keras: last axis),
+# both > 1 (ConvTranspose dim 1; also with rows and rows * inner off the core's blocking of 16
+# rows and 64-element periods, and with lines of >= 64 elements), a size-1 row count and a
+# single column.
+LAYOUTS = [((24, 40), 0), ((16, 8, 3, 3), 0), ((7, 2, 70), 0), ((8, 12, 4, 4), 1), ((6, 19, 3, 3), 1),
            ((4, 20, 70), 1), ((3, 3, 8, 12), 3), ((5, 7, 6), 2), ((1, 30), 0), ((30, 1), 0),
            ((50,), 0)]
 
