@@ -4,8 +4,9 @@
     per_sample_add(input, other, alpha)  = input + alpha_b * other
         --grad-->  plain torch ops (they are linear in the tensors), so any order works.
     gradient_penalty(grad, kind, target, weight, grad_scale, reduction) -> (penalty, norms)
-        --grad-->  gradient_penalty_backward: one read of grad, one write of d penalty / d grad.
-                   norms are not differentiable (the "norm" kind gives a differentiable n_b).
+        --grad (C++)-->  gradient_penalty_backward: one read of grad, one write of
+                   d penalty / d grad. norms are not differentiable (the "norm" kind gives a
+                   differentiable n_b).
     gradient_penalty_backward(grad_output, grad, norms, ...)
         --grad-->  the exact second-order formula below, in plain torch ops. norms must be the
                    ones gradient_penalty returned for this grad: the formula includes their
@@ -158,25 +159,9 @@ def _penalty_backward_fake(grad_output, grad, norms, kind, target, weight, grad_
     return _batch_major_like(grad)
 
 
-def _penalty_setup(ctx, inputs, output):
-    grad, kind, target, weight, grad_scale, reduction = inputs
-    _, norms = output
-    ctx.mark_non_differentiable(norms)
-    ctx.args = (kind, target, weight, grad_scale, reduction)
-    ctx.save_for_backward(grad, norms)
-
-
-def _penalty_backward(ctx, grad_penalty, grad_norms):
-    grad, norms = ctx.saved_tensors
-    if grad_penalty is None or not ctx.needs_input_grad[0]:
-        return None, None, None, None, None, None
-    gout = grad_penalty.to(norms.dtype).contiguous()
-    d_grad = ops.gradient_penalty_backward(gout, grad, norms, *ctx.args)
-    return d_grad, None, None, None, None, None
-
-
-torch.library.register_autograd("ganops::gradient_penalty", _penalty_backward,
-                                setup_context=_penalty_setup)
+# gradient_penalty's first-order autograd is in C++ (csrc/torch/gradient_penalty_autograd.cpp):
+# it runs on every discriminator step, where a Python autograd.Function would cost as much as
+# the kernels on CIFAR-sized batches.
 
 
 def psi(kind, n, target):
