@@ -15,6 +15,10 @@ which is what flows into D's double backward.
 - floor: torch's own single-pass kernels for the least traffic: `torch.lerp(fake, real, 0.5)`
   (WGAN-GP only: 3 N), `g.norm()` (N), and for fwd+bwd `g.mul(0.5)` (2 N).
 Goal (from the issue, this CPU): the penalty part at least 3x as fast as the pure Python version.
+These rows are timed over at least 1 s and up to 1000 calls after 10 warm-up calls (PART_BUDGET),
+not the budget below, which the D steps use. Each call allocates its outputs afresh, as a
+training step does; on this machine a new 3 MiB tensor costs its page faults (x and d/dg at
+64x3x64x64), in every column alike.
 
 **Discriminator step** (rows `D step <kind> ...`, class `step`): a DCGAN discriminator for 64x64
 images at batch 64 (4x4 stride-2 convs 3->64->128->256->512, leaky ReLU 0.2 with StyleGAN's
@@ -28,7 +32,8 @@ backward, Adam step.
 No goal: the step is mostly D's convolutions and their double backward; the ratio is reported
 as measured.
 
-**TensorFlow**: the same cases, in `tf.function`, channels-last: ganops = `ganops.tf.per_sample_lerp`
+**TensorFlow**: the same cases, in `tf.function`, channels-last (the functions return the
+penalty, the gradient and, for WGAN-GP, one element of x: see `_tf_part_fns`): ganops = `ganops.tf.per_sample_lerp`
 and `ganops.tf.penalty_from_gradient` / `ganops.tf.gradient_penalty` with `gtf.layers.FusedBiasAct`;
 ref = the pure-TF formulas (`tf.norm` over the non-batch axes) with Keras' own layers (Conv2D with
 bias, LeakyReLU(0.2) * sqrt(2)); ref XLA = the ref penalty part under jit_compile=True.
@@ -36,7 +41,7 @@ bias, LeakyReLU(0.2) * sqrt(2)); ref XLA = the ref penalty part under jit_compil
 import math
 
 from benchmarks.common import compile_fullgraph_if_possible, reason, row
-from benchmarks.timing import measure
+from benchmarks.timing import Budget, measure
 
 OP = "gradient_penalty"
 
@@ -48,6 +53,13 @@ KINDS = ("wgan-gp", "r1")
 FULL_STEP = (64, 64)
 QUICK_STEP = (4, 16)
 PASSES = ("fwd", "fwd+bwd")
+# The penalty part takes 0.01-3 ms: the default budget's 50 calls left a quarter of its medians
+# noisy (interquartile range over 25%), so these rows take more calls (the D steps keep it).
+PART_BUDGET = Budget(warmup=10, min_reps=50, max_reps=1000, min_time=1.0)
+
+
+def _part_budget(budget, opts):
+    return budget if opts.quick else PART_BUDGET
 
 SPEC = {
     "torch": dict(
@@ -217,7 +229,7 @@ def run_torch(opts, budget, log):
                     log(f"torch {case} {pass_} {variant}")
                     try:
                         rows.append(row(**common, variant=variant, note=note,
-                                        timing=measure(fn, budget, sync)))
+                                        timing=measure(fn, _part_budget(budget, opts), sync)))
                     except Exception as exc:  # noqa: BLE001
                         rows.append(row(**common, variant=variant, status="failed",
                                         note="; ".join(filter(None, [note, reason(exc)]))))
@@ -244,14 +256,18 @@ def _tf_part_fns(tf, gtf, kind, real, fake, g):
         return fake + eps * (real - fake)
 
     def make(penalty, interpolate):
-        def fwd():  # x is returned so that graph optimizers cannot drop it
-            return penalty(g), interpolate() if kind == "wgan-gp" else real
+        # One element of WGAN-GP's x is returned so that graph optimizers cannot drop the
+        # interpolation. Not x itself: a tf.function returning two large tensors (x and the
+        # gradient) cost 4.5 ms more at 64x64x64x3 here, whatever computed them; XLA may shrink
+        # the reference's interpolation to that element, which only favours the reference.
+        def fwd():
+            return (penalty(g), interpolate()[0, 0, 0, 0]) if kind == "wgan-gp" else (penalty(g),)
 
         def fwd_bwd():
             with tf.GradientTape() as tape:
                 tape.watch(g)
-                p, x = fwd()
-            return p, x, tape.gradient(p, g)
+                out = fwd()
+            return out + (tape.gradient(out[0], g),)
         return fwd, fwd_bwd
 
     have = hasattr(gtf, "penalty_from_gradient") and hasattr(gtf, "per_sample_lerp")
@@ -363,7 +379,7 @@ def run_tf(opts, budget, log):
                     try:
                         rows.append(row(**common, variant=variant,
                                         timing=measure(lambda fn=fn: tf.nest.map_structure(
-                                            lambda t: t.numpy(), fn()), budget)))
+                                            lambda t: t.numpy(), fn()), _part_budget(budget, opts))))
                     except Exception as exc:  # noqa: BLE001
                         rows.append(row(**common, variant=variant, status="failed", note=reason(exc)))
     rows += _run_d_steps_tf(tf, keras, gtf, opts, budget, log)
