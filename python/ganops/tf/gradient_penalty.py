@@ -22,15 +22,24 @@ With Keras mixed precision, pass the LossScaleOptimizer: D's outputs are scaled 
 scale before the inner gradient (so float16 gradients of x do not underflow) and the fused op
 reads g unscaled (grad_scale = 1 / scale, no extra pass). The returned penalty is unscaled: add
 it to the loss that you then pass to optimizer.scale_loss, as Keras' own train_step does.
+
+StyleGAN2's helpers: LazyRegularization(interval) (run a regularizer every interval steps, its
+loss times interval, Adam's hyper-parameters corrected) and PathLengthRegularizer (G's
+path-length penalty on the fused norm op, its running mean a saved, non-trainable weight).
 """
+import math
+import numbers
+
+import keras
 import tensorflow as tf
 
 from ganops.tf import _gradient_penalty_ops  # noqa: F401  (registers the gradients)
 from ganops.tf import _penalty_args as _pa
 from ganops.tf._library import ops
 
-__all__ = ["dragan_penalty", "gradient_penalty", "penalty_from_gradient", "per_sample_add",
-           "per_sample_lerp", "r1_penalty", "r2_penalty", "wgan_gp_penalty"]
+__all__ = ["LazyRegularization", "PathLengthRegularizer", "dragan_penalty", "gradient_penalty",
+           "path_length_noise", "penalty_from_gradient", "per_sample_add", "per_sample_lerp",
+           "r1_penalty", "r2_penalty", "wgan_gp_penalty"]
 
 
 # --- the fused ops ---------------------------------------------------------------------------
@@ -137,13 +146,13 @@ def _penalty_samples(spec, real, fake, seed):
     return ops.ganops_per_sample_add(real, noise, alpha * (0.5 * std))
 
 
-def _loss_scale(optimizer):
+def _loss_scale(optimizer, where=_pa.GP):
     """The factor D's outputs are scaled by: the optimizer's loss scale (Keras' scale_loss, as
     its train_step applies it to the loss; 1 for an optimizer without one)."""
     if optimizer is None:
         return tf.constant(1.0, tf.float32)
     if not hasattr(optimizer, "scale_loss"):
-        raise TypeError(f"{_pa.GP}: optimizer must be a Keras optimizer (with scale_loss), such "
+        raise TypeError(f"{where}: optimizer must be a Keras optimizer (with scale_loss), such "
                         f"as keras.optimizers.LossScaleOptimizer, got {type(optimizer).__name__}")
     scale = optimizer.scale_loss(tf.constant(1.0, tf.float32))
     return tf.stop_gradient(tf.cast(scale, tf.float32))
@@ -221,3 +230,241 @@ def r1_penalty(D, real, gamma=10.0, **kwargs):
 def r2_penalty(D, fake, gamma=10.0, **kwargs):
     """R2: gamma / 2 * ||dD/dx||^2 at the fake samples."""
     return gradient_penalty(D, None, fake, kind="r2", weight=gamma, **kwargs)
+
+
+# --- StyleGAN2's lazy regularization and path-length regularizer -----------------------------
+
+
+class LazyRegularization:
+    """StyleGAN2's lazy regularization: a regularizer runs every `interval` steps only, with its
+    loss multiplied by `interval`, and Adam's hyper-parameters are corrected for the
+    regularization steps' share, c = interval / (interval + 1): learning_rate * c, beta ** c.
+
+        lazy = gtf.LazyRegularization(interval=16)
+        optimizer = keras.optimizers.Adam(**lazy.adam_kwargs(0.0025, beta_1=0.0, beta_2=0.99))
+
+    due(step) takes a Python int (a Python bool comes back, for a Python `if` in an eager loop
+    or to pick one of two tf.functions) or an integer tensor or variable such as
+    optimizer.iterations (a bool tensor comes back). Inside a tf.function, branch on the tensor
+    with tf.cond, so the regularizer's graph only runs on its steps:
+
+        step = self.optimizer.iterations
+        loss += tf.cond(lazy.due(step), lambda: lazy.scale(gtf.r1_penalty(D, real)),
+                        lambda: tf.zeros(()))
+
+    (a Python `if lazy.due(step):` in a train_step that AutoGraph converts, as Keras'
+    train_step, becomes the same tf.cond). `bool(lazy.due(tensor))` only works eagerly.
+    """
+
+    def __init__(self, interval=16):
+        if isinstance(interval, bool) or not isinstance(interval, numbers.Integral) or interval < 1:
+            raise ValueError(f"ganops.tf.LazyRegularization: interval must be an int >= 1, got "
+                             f"{interval!r}")
+        self.interval = int(interval)
+
+    @property
+    def ratio(self):
+        """interval / (interval + 1): the share of minibatches that are not regularization
+        steps."""
+        return self.interval / (self.interval + 1)
+
+    def due(self, step):
+        """Whether the regularizer runs at this 0-based step: a Python bool for a Python int, a
+        scalar bool tensor for an integer tensor or variable (optimizer.iterations)."""
+        if isinstance(step, bool):
+            raise TypeError(f"ganops.tf.LazyRegularization.due: step must be an int or an "
+                            f"integer tensor, got {step!r}")
+        if isinstance(step, numbers.Integral):
+            return int(step) % self.interval == 0
+        try:
+            step = tf.convert_to_tensor(step)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"ganops.tf.LazyRegularization.due: step must be an int or an "
+                            f"integer tensor, got {type(step).__name__}") from error
+        if not step.dtype.is_integer or step.shape.rank not in (0, None):
+            raise TypeError(f"ganops.tf.LazyRegularization.due: step must be an int or a scalar "
+                            f"integer tensor, got {step.dtype.name} of shape "
+                            f"{tuple(step.shape)}")
+        return tf.equal(tf.math.floormod(step, tf.cast(self.interval, step.dtype)), 0)
+
+    def scale(self, loss):
+        """The regularizer's loss times interval, so its average effect matches every-step use."""
+        return loss * self.interval
+
+    def adam_kwargs(self, learning_rate, beta_1=0.9, beta_2=0.999):
+        """Corrected keyword arguments for keras.optimizers.Adam (or AdamW) of the regularized
+        network: {"learning_rate": learning_rate * c, "beta_1": beta_1 ** c,
+        "beta_2": beta_2 ** c}."""
+        where = "ganops.tf.LazyRegularization.adam_kwargs"
+        if (isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)
+                or not learning_rate > 0 or not math.isfinite(learning_rate)):
+            raise ValueError(f"{where}: learning_rate must be a finite number > 0, got "
+                             f"{learning_rate!r} (a schedule: multiply its values by "
+                             f"ratio yourself)")
+        for name, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
+            if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 <= beta < 1:
+                raise ValueError(f"{where}: {name} must be a number in [0, 1), got {beta!r}")
+        c = self.ratio
+        return {"learning_rate": learning_rate * c, "beta_1": beta_1 ** c, "beta_2": beta_2 ** c}
+
+    def __repr__(self):
+        return f"LazyRegularization(interval={self.interval})"
+
+
+PL = "ganops.tf.PathLengthRegularizer"
+
+
+def _check_latents(latents):
+    latents = tf.convert_to_tensor(latents)
+    if latents.dtype not in _pa.FLOAT_DTYPES:
+        raise TypeError(f"{PL}: latents must be float32, float64, float16 or bfloat16, got "
+                        f"{latents.dtype.name}")
+    if latents.shape.rank not in (2, 3) or latents.shape[0] == 0:
+        raise ValueError(f"{PL}: latents must be (N, w_dim) or (N, num_ws, w_dim) with N > 0, "
+                         f"got shape {tuple(latents.shape)}")
+    return latents
+
+
+def _check_images(images, latents):
+    if isinstance(images, (list, tuple, dict)):
+        raise ValueError(f"{PL}: synthesis_fn must return one tensor of images, got a "
+                         f"{type(images).__name__}")
+    images = tf.convert_to_tensor(images)
+    if not images.dtype.is_floating:
+        raise TypeError(f"{PL}: synthesis_fn must return float images, got {images.dtype.name}")
+    if images.shape.rank is not None and images.shape.rank < 2:
+        raise ValueError(f"{PL}: synthesis_fn must return images (N, H, W, C), got shape "
+                         f"{tuple(images.shape)}")
+    rows, batch = images.shape[0], latents.shape[0]
+    if rows is not None and batch is not None and rows != batch:
+        raise ValueError(f"{PL}: synthesis_fn must return one image per latent (the same N), "
+                         f"got images {tuple(images.shape)} for latents {tuple(latents.shape)}")
+    return images
+
+
+def _pixels(images):
+    """H * W of NHWC images (all dims between the batch and the channels; 1 for (N, C))."""
+    static = images.shape[1:-1]
+    if static.is_fully_defined():
+        return math.prod(static.as_list())
+    return tf.reduce_prod(tf.shape(images)[1:-1])
+
+
+def _num_ws(latents):
+    if latents.shape.rank == 2:
+        return 1
+    return latents.shape[1] if latents.shape[1] is not None else tf.shape(latents)[1]
+
+
+def path_length_noise(shape, dtype, seed=None):
+    """The y ~ N(0, 1) that PathLengthRegularizer draws for images of `shape` (before the
+    division by sqrt(H * W)): TF's global generator for seed None, else
+    tf.random.stateless_normal(shape, seed) (an int seed s is the pair (0, s))."""
+    seed = _pa.check_seed(seed)
+    if seed is None:
+        return tf.random.normal(shape, dtype=dtype)
+    return tf.random.stateless_normal(shape, seed=seed, dtype=dtype)
+
+
+class PathLengthRegularizer(keras.layers.Layer):
+    """StyleGAN2's generator path-length regularization, holding the running mean pl_mean.
+
+    Call it inside the GradientTape of your G step, with the synthesis network and its latents:
+
+        pl = gtf.PathLengthRegularizer(decay=0.01, weight=2.0)
+        with tf.GradientTape() as tape:
+            ws = mapping(z)                             # (N, num_ws, w_dim) or (N, w_dim)
+            loss = g_loss + lazy.scale(pl(synthesis, ws, optimizer=optimizer))
+        grads = tape.gradient(loss, generator.trainable_variables)
+
+    It runs images = synthesis(ws) under an inner tape watching ws (TF needs the generator call
+    inside a tape to differentiate it, so it takes the function, as gradient_penalty takes D).
+    Per sample, with y ~ N(0, 1) / sqrt(H * W) shaped like the NHWC images and J the Jacobian of
+    the images with respect to ws: length_b = sqrt(mean over ws of the squared norm of
+    (J^T y)_b), the running mean a <- a + decay * (mean(length) - a), and the penalty
+    weight * mean_b (length_b - a)^2 with the gradient flowing through both terms, as
+    StyleGAN2-ADA computes it. The lengths are the fused norm op (0 gradient, not NaN, at a zero
+    Jacobian).
+
+    A Keras layer rather than a tf.Module so that pl_mean, a non-trainable weight, is saved and
+    restored both by tf.train.Checkpoint and by a Keras model that holds the regularizer as an
+    attribute (model.save_weights, .keras files); Keras' own tracking ignores tf.Module
+    variables. Its input is a function, which Keras' layer call does not take, so calling it
+    runs call() directly (it is not a layer of a functional model). pl_mean is float32, also
+    under mixed precision (float64 with dtype="float64"), with aggregation "mean" under a
+    distribution strategy.
+    """
+
+    def __init__(self, decay=0.01, weight=2.0, **kwargs):
+        kwargs.setdefault("autocast", False)  # the latents must reach synthesis_fn unchanged
+        super().__init__(**kwargs)
+        if (isinstance(decay, bool) or not isinstance(decay, numbers.Real)
+                or not 0.0 <= decay <= 1.0):
+            raise ValueError(f"{PL}: decay must be in [0, 1], got {decay!r}")
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(
+                weight):
+            raise ValueError(f"{PL}: weight must be a finite number, got {weight!r}")
+        self.decay = float(decay)
+        self.weight = float(weight)
+        mean_dtype = "float64" if self.variable_dtype == "float64" else "float32"
+        self.pl_mean = self.add_weight(shape=(), initializer="zeros", dtype=mean_dtype,
+                                       trainable=False, aggregation="mean", name="pl_mean")
+        self.built = True
+
+    def __call__(self, synthesis_fn, latents, optimizer=None, seed=None, training=True,
+                 **synthesis_kwargs):
+        return self.call(synthesis_fn, latents, optimizer=optimizer, seed=seed,
+                         training=training, **synthesis_kwargs)
+
+    def call(self, synthesis_fn, latents, optimizer=None, seed=None, training=True,
+             **synthesis_kwargs):
+        """The penalty (float32; float64 for float64 images), updating pl_mean.
+
+        Args:
+            synthesis_fn: a Keras layer or model (called as synthesis_fn(latents,
+                training=training, **synthesis_kwargs)) or any callable (synthesis_fn(latents,
+                **synthesis_kwargs)) returning NHWC images (N, H, W, C).
+            latents: its input, (N, w_dim) or (N, num_ws, w_dim). Gradients flow through it
+                into whatever computed it (the mapping network), as in StyleGAN2-ADA.
+            optimizer: the Keras optimizer of the step; with a LossScaleOptimizer the inner
+                gradient is taken at its loss scale and unscaled inside the fused op. A scale
+                that overflows float16 gives a non-finite penalty (the optimizer skips that
+                step and lowers its scale) and leaves pl_mean as it was.
+            seed: None draws y from TF's global generator; an int or a shape-(2,) int tensor
+                draws it statelessly (path_length_noise).
+        """
+        if not callable(synthesis_fn):
+            raise TypeError(f"{PL}: synthesis_fn must be a Keras layer or model or a callable, "
+                            f"got {type(synthesis_fn).__name__}")
+        latents = _check_latents(latents)
+        seed = _pa.check_seed(seed)
+        scale = _loss_scale(optimizer, PL)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(latents)
+            if isinstance(synthesis_fn, keras.layers.Layer):
+                images = synthesis_fn(latents, training=training, **synthesis_kwargs)
+            else:
+                images = synthesis_fn(latents, **synthesis_kwargs)
+            images = _check_images(images, latents)
+            acc = _pa.acc_dtype(images.dtype)
+            if images.dtype != acc:
+                images = tf.cast(images, acc)  # the loss scale may exceed float16's range
+        noise = path_length_noise(tf.shape(images), acc, seed)
+        seeds = noise * (tf.cast(scale, acc) / tf.sqrt(tf.cast(_pixels(images), acc)))
+        grad = tape.gradient(images, latents, output_gradients=seeds)
+        if grad is None:
+            raise ValueError(f"{PL}: synthesis_fn's images do not depend on latents (the "
+                             "gradient is not connected); pass the latents the images are "
+                             "computed from")
+        grad_scale = 1.0 / (tf.cast(scale, acc) * tf.sqrt(tf.cast(_num_ws(latents), acc)))
+        lengths, _ = _fused_penalty(grad, "norm", 0.0, 1.0, grad_scale, "none")
+        old_mean = tf.cast(self.pl_mean, lengths.dtype)
+        pl_mean = old_mean + self.decay * (tf.reduce_mean(lengths) - old_mean)
+        # A loss scale too large for float16 makes the lengths inf; the LossScaleOptimizer then
+        # skips the step and lowers the scale, and pl_mean must survive that step unchanged.
+        kept_mean = tf.where(tf.math.is_finite(pl_mean), pl_mean, old_mean)
+        self.pl_mean.assign(tf.cast(tf.stop_gradient(kept_mean), self.pl_mean.dtype))
+        return tf.reduce_mean(tf.square(lengths - pl_mean)) * self.weight
+
+    def get_config(self):
+        return {**super().get_config(), "decay": self.decay, "weight": self.weight}

@@ -198,3 +198,29 @@ def gradient_penalty(D, real, fake=None, kind="wgan-gp", weight=None, target=1.0
         total = tf.reduce_sum(tf.cast(outputs, _pa.acc_dtype(outputs.dtype)))
     grad = _pa.input_gradient(tape, total, x)
     return penalty_from_gradient(grad, kind, weight, target, reduction, return_norms=return_norms)
+
+
+def path_length_penalty(synthesis_fn, latents, pl_mean, noise, decay=0.01, weight=2.0):
+    """StyleGAN2-ADA's path-length penalty with plain TF ops: (penalty, new pl_mean).
+
+    images = synthesis_fn(latents) (NHWC) under a nested GradientTape watching latents; noise
+    ~ N(0, 1) in the images' shape, divided by sqrt(H * W) here; latents (N, w_dim) or
+    (N, num_ws, w_dim). Computed in float32 (float64 for float64 images); tf.sqrt's gradient is
+    inf at a zero length, as plain autodiff of a norm is."""
+    latents = tf.convert_to_tensor(latents)
+    with tf.GradientTape() as tape:
+        tape.watch(latents)
+        images = tf.convert_to_tensor(synthesis_fn(latents))
+        acc = _pa.acc_dtype(images.dtype)
+        images = tf.cast(images, acc)
+        pixels = tf.cast(tf.reduce_prod(tf.shape(images)[1:-1]), acc)
+        pl_noise = tf.cast(noise, acc) / tf.sqrt(pixels)
+        total = tf.reduce_sum(images * pl_noise)
+    pl_grads = tf.cast(tape.gradient(total, latents), acc)
+    if pl_grads.shape.rank == 2:
+        pl_grads = pl_grads[:, tf.newaxis, :]
+    pl_lengths = tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(pl_grads), axis=2), axis=1))
+    pl_mean = tf.cast(pl_mean, acc)
+    new_mean = pl_mean + decay * (tf.reduce_mean(pl_lengths) - pl_mean)
+    penalty = tf.reduce_mean(tf.square(pl_lengths - new_mean)) * weight
+    return penalty, tf.stop_gradient(new_mean)
