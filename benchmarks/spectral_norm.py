@@ -7,7 +7,8 @@ with a fixed random G = dL/dW_sn to the raw weight (`torch.autograd.grad`). No l
 the cost spectral normalization adds to every forward of the layer.
 
 - ganops: `ganops.torch.spectral_norm(module)`, timed as `module.weight` (torch.nn.utils.parametrize
-  calls the parametrization: one fused power-iteration op, one W / sigma op with a fused backward)
+  calls the parametrization: `spectral_norm_weight`, which runs the fused power-iteration op and the W / sigma op,
+  whose backward is fused too)
 - ganops functional: the same two ops called directly (`power_iteration` + `spectral_normalize`),
   without parametrize's Python: the part of ganops' time that is not parametrize's
 - torch parametrization: `torch.nn.utils.parametrizations.spectral_norm`, timed as `module.weight`

@@ -18,6 +18,9 @@ TORCH_LIBRARY(ganops, m) {
   m.def("spectral_normalize(Tensor weight, Tensor u, Tensor v, Tensor sigma, int dim) -> Tensor");
   // (grad - <grad, weight / sigma> u v^T) / sigma
   m.def("spectral_normalize_backward(Tensor grad, Tensor weight, Tensor u, Tensor v, Tensor sigma, int dim) -> Tensor");
+  // The parametrization's forward in one call: spectral_norm_power_iteration, then
+  // spectral_normalize with the vectors and sigma it returned.
+  m.def("spectral_norm_weight(Tensor weight, Tensor(a!) u, Tensor(b!) v, int dim, int n_power_iterations, float eps) -> Tensor");
 
   // Gradient penalties (DESIGN §5). Per-sample mixes that make the penalty's input, with one
   // coefficient per sample (shape (N,) or (N, 1, ...)):

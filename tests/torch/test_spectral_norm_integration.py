@@ -61,6 +61,23 @@ def test_opcheck_normalize_backward(i):
     torch.library.opcheck(ops.spectral_normalize_backward, (g, w, u, v, sigma, dim))
 
 
+@pytest.mark.parametrize("n", [0, 2])
+@pytest.mark.parametrize("i", range(7))
+def test_spectral_norm_weight_is_the_two_ops_in_one_call(i, n):
+    w, dim = _samples()[i]
+    u, v = _uv(w, dim)
+    w = w.clone(memory_format=torch.preserve_format).requires_grad_()
+    u1, v1, u2, v2 = u.clone(), v.clone(), u.clone(), v.clone()
+    got = ops.spectral_norm_weight(w, u1, v1, dim, n, 1e-12)
+    sigma, uc, vc = ops.spectral_norm_power_iteration(w, u2, v2, dim, n, 1e-12)
+    want = ops.spectral_normalize(w, uc, vc, sigma, dim)
+    assert torch.equal(got, want) and torch.equal(u1, u2) and torch.equal(v1, v2)
+    assert u1._version == u2._version and v1._version == v2._version
+    g = torch.randn_like(got)
+    assert torch.equal(torch.autograd.grad(got, w, g)[0], torch.autograd.grad(want, w, g)[0])
+    torch.library.opcheck(ops.spectral_norm_weight, (w, u.clone(), v.clone(), dim, n, 1e-12))
+
+
 def test_power_iteration_outputs_never_require_grad():
     # Not differentiable (torch runs its power method under no_grad), even when called on a
     # weight that requires grad without the Python wrapper's detach().

@@ -6,6 +6,9 @@
         --grad (C++)-->  spectral_normalize_backward: (G - <G, W / sigma> u v^T) / sigma
     spectral_normalize_backward
         --grad-->  the exact second-order formula below, in plain torch ops (so any order works).
+    spectral_norm_weight(W, u!, v!, dim, n, eps) -> W / sigma
+        The first two in one call (CompositeImplicitAutograd in C++: their fakes and autograd
+        apply), what the parametrization runs on every access to module.weight.
 
 What is saved for backward: W (the parameter itself, no copy), u, v and sigma (vectors and a
 scalar). Nothing of W's size is allocated for backward.
