@@ -1,6 +1,9 @@
 """gradient_penalty benchmark cases: the penalty part alone, fused vs pure Python, and whole
 discriminator steps with WGAN-GP and R1.
 
+`--device cuda` times the PyTorch side on the GPU (tensors and D moved there, timings synchronized);
+it has not run yet, for want of a GPU.
+
 **Penalty part alone** (rows `<kind> <shape>`, class `part`): what a penalty costs besides D's
 own forward and double backward, with a fixed tensor standing in for D's input gradient g.
 fwd: the penalty's inputs (WGAN-GP: eps drawn, then x = fake + eps (real - fake); R1: x = real,
@@ -102,12 +105,12 @@ def _torch_part_fns(torch, gt, kind, real, fake, g):
     n = real.shape[0]
 
     def ganops_part():
-        x = ops.per_sample_lerp(fake, real, torch.rand(n)) if kind == "wgan-gp" else real
+        x = ops.per_sample_lerp(fake, real, torch.rand(n, device=real.device)) if kind == "wgan-gp" else real
         return gt.penalty_from_gradient(g, kind), x
 
     def ref_part(real, fake, g):
         if kind == "wgan-gp":
-            eps = torch.rand(n, 1, 1, 1)
+            eps = torch.rand(n, 1, 1, 1, device=real.device)
             return ((g.flatten(1).norm(2, dim=1) - 1) ** 2).mean() * 10, fake + eps * (real - fake)
         return g.pow(2).flatten(1).sum(1).mean() * 5, real
 
@@ -141,7 +144,7 @@ def _torch_discriminator(torch, gt, fused, image):
 
 def _torch_reference_penalty(torch, D, kind, real, fake):
     if kind == "wgan-gp":
-        eps = torch.rand(real.shape[0], 1, 1, 1)
+        eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
         x = (fake + eps * (real - fake)).requires_grad_(True)
     else:
         x = real.detach().requires_grad_(True)
@@ -151,19 +154,19 @@ def _torch_reference_penalty(torch, D, kind, real, fake):
     return g.pow(2).flatten(1).sum(1).mean() * 5
 
 
-def _run_d_steps_torch(torch, gt, opts, budget, log, sync):
+def _run_d_steps_torch(torch, gt, opts, budget, log, sync, device):
     from torch.nn import functional as F
     batch, image = QUICK_STEP if opts.quick else FULL_STEP
     gen = torch.Generator().manual_seed(1)
-    real = torch.randn(batch, 3, image, image, generator=gen)
-    fake = torch.randn(batch, 3, image, image, generator=gen)
+    real = torch.randn(batch, 3, image, image, generator=gen).to(device)
+    fake = torch.randn(batch, 3, image, image, generator=gen).to(device)
     rows = []
     for kind in KINDS:
         case = f"D step {kind} {batch}x3x{image}x{image}"
         common = dict(framework="torch", op=OP, case=case, shape=(batch, 3, image, image),
                       dtype="float32", act="step", pass_="fwd+bwd")
         for variant in ("floor", "ganops", "ref_eager"):
-            d = _torch_discriminator(torch, gt, variant == "ganops", image).train()
+            d = _torch_discriminator(torch, gt, variant == "ganops", image).to(device).train()
             opt = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.0, 0.9))
 
             def step(d=d, opt=opt, variant=variant):
@@ -191,15 +194,14 @@ def run_torch(opts, budget, log):
     import torch
 
     import ganops.torch as gt
-    if opts.device != "cpu":
-        raise RuntimeError("gradient_penalty's benchmark runs on the CPU only for now")
-    sync = None
+    device = torch.device(opts.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
     rows = []
     gen = torch.Generator().manual_seed(0)
     for shape in (QUICK_SHAPES if opts.quick else FULL_SHAPES):
-        real = torch.randn(shape, generator=gen)
-        fake = torch.randn(shape, generator=gen)
-        g = torch.randn(shape, generator=gen).mul_(0.01).requires_grad_(True)
+        real = torch.randn(shape, generator=gen).to(device)
+        fake = torch.randn(shape, generator=gen).to(device)
+        g = torch.randn(shape, generator=gen).mul_(0.01).to(device).requires_grad_(True)
         for kind in KINDS:
             case = _case(kind, shape)
             fns = _torch_part_fns(torch, gt, kind, real, fake, g)
@@ -234,7 +236,7 @@ def run_torch(opts, budget, log):
                         rows.append(row(**common, variant=variant, status="failed",
                                         note="; ".join(filter(None, [note, reason(exc)]))))
     torch._dynamo.reset()
-    rows += _run_d_steps_torch(torch, gt, opts, budget, log, sync)
+    rows += _run_d_steps_torch(torch, gt, opts, budget, log, sync, device)
     return rows
 
 
