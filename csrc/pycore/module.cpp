@@ -217,18 +217,13 @@ py::array spectral_normalize_backward(py::array g, py::array w, py::array u, py:
 ganops::GradientPenaltyParams penalty_params(const py::array& g, const std::string& kind,
                                              double target, double weight, double grad_scale,
                                              const std::string& reduction) {
-  static const std::vector<std::string> kinds = {"norm", "squared", "two-sided", "one-sided"};
-  static const std::vector<std::string> reductions = {"none", "mean", "sum"};
-  const auto k = std::find(kinds.begin(), kinds.end(), kind);
-  const auto r = std::find(reductions.begin(), reductions.end(), reduction);
-  if (k == kinds.end()) throw py::value_error("kind: unknown penalty '" + kind + "'");
-  if (r == reductions.end()) throw py::value_error("reduction: unknown '" + reduction + "'");
-  if (g.ndim() < 1 || g.shape(0) < 1) throw py::value_error("g: expected a non-empty batch");
   ganops::GradientPenaltyParams p;
-  p.batch = g.shape(0);
-  p.per_sample = g.size() / p.batch;
-  p.kind = static_cast<ganops::PenaltyKind>(k - kinds.begin());
-  p.reduction = static_cast<ganops::Reduction>(r - reductions.begin());
+  if (!ganops::parse_penalty_kind(kind.c_str(), &p.kind))
+    throw py::value_error("kind: unknown penalty '" + kind + "'");
+  if (!ganops::parse_reduction(reduction.c_str(), &p.reduction))
+    throw py::value_error("reduction: unknown '" + reduction + "'");
+  if (g.ndim() < 1 || g.shape(0) < 1) throw py::value_error("g: expected a non-empty batch");
+  ganops::set_batch_view(p, g.shape(0), g.size());
   p.target = target;
   p.weight = weight;
   p.grad_scale = grad_scale;
@@ -277,8 +272,7 @@ py::array gradient_penalty_backward(py::array gout, py::array g, py::array norms
 py::array mix_samples(py::array a, py::array b, py::array c, int mode) {
   if (a.ndim() < 1) throw py::value_error("a: expected a batch dim");
   ganops::GradientPenaltyParams p;
-  p.batch = a.shape(0);
-  p.per_sample = p.batch > 0 ? a.size() / p.batch : 0;
+  ganops::set_batch_view(p, a.shape(0), a.size());
   auto run = [&](auto tag) {
     using T = decltype(tag);
     const Array<T> aa = Array<T>::ensure(a), ba = Array<T>::ensure(b);

@@ -263,8 +263,7 @@ bool CheckBatched(OpKernelContext* ctx, const Tensor& t, const char* op, const c
 // The batch and per-sample size of a tensor whose dim 0 is the batch.
 GradientPenaltyParams BatchParams(const Tensor& t) {
   GradientPenaltyParams p;
-  p.batch = t.dim_size(0);
-  p.per_sample = p.batch > 0 ? t.NumElements() / p.batch : 0;
+  set_batch_view(p, t.dim_size(0), t.NumElements());
   return p;
 }
 
@@ -306,32 +305,6 @@ class MixOp : public OpKernel {
   static const char* coef_name() { return kLerp ? "weight" : "alpha"; }
 };
 
-PenaltyKind ParseKind(OpKernelConstruction* ctx, const std::string& kind, bool* ok) {
-  *ok = true;
-  if (kind == "norm") return PenaltyKind::kNorm;
-  if (kind == "squared") return PenaltyKind::kSquared;
-  if (kind == "two-sided") return PenaltyKind::kTwoSided;
-  if (kind == "one-sided") return PenaltyKind::kOneSided;
-  *ok = false;
-  ctx->CtxFailure(__FILE__, __LINE__,
-                  errors::InvalidArgument("ganops.gradient_penalty: kind: unknown penalty '",
-                                          kind, "'; expected one of norm, squared, two-sided, "
-                                          "one-sided"));
-  return PenaltyKind::kNorm;
-}
-
-Reduction ParseReduction(OpKernelConstruction* ctx, const std::string& reduction, bool* ok) {
-  *ok = true;
-  if (reduction == "none") return Reduction::kNone;
-  if (reduction == "mean") return Reduction::kMean;
-  if (reduction == "sum") return Reduction::kSum;
-  *ok = false;
-  ctx->CtxFailure(__FILE__, __LINE__,
-                  errors::InvalidArgument("ganops.gradient_penalty: reduction: unknown reduction '",
-                                          reduction, "'; expected one of none, mean, sum"));
-  return Reduction::kMean;
-}
-
 // Reads and checks the attributes once per kernel instance; checks grad and grad_scale per call.
 template <typename T>
 class PenaltyKernelBase : public OpKernel {
@@ -346,11 +319,12 @@ class PenaltyKernelBase : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reduction", &reduction));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("target", &target));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("weight", &weight));
-    bool ok = false;
-    base_.kind = ParseKind(ctx, kind, &ok);
-    if (!ok) return;
-    base_.reduction = ParseReduction(ctx, reduction, &ok);
-    if (!ok) return;
+    OP_REQUIRES(ctx, parse_penalty_kind(kind.c_str(), &base_.kind),
+                errors::InvalidArgument("ganops.gradient_penalty: kind: unknown penalty '", kind,
+                                        "'; expected one of ", kPenaltyKindNames));
+    OP_REQUIRES(ctx, parse_reduction(reduction.c_str(), &base_.reduction),
+                errors::InvalidArgument("ganops.gradient_penalty: reduction: unknown reduction '",
+                                        reduction, "'; expected one of ", kReductionNames));
     OP_REQUIRES(ctx, std::isfinite(target),
                 errors::InvalidArgument("ganops.gradient_penalty: target must be finite, got ",
                                         target));

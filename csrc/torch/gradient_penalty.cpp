@@ -15,15 +15,12 @@ namespace {
 template <MixMode kMode>
 at::Tensor mix_cpu(const at::Tensor& input, const at::Tensor& other, const at::Tensor& coef,
                    const char* op, const char* other_name, const char* coef_name) {
-  check_batched(input, op, "input");
-  const at::Tensor a = batch_major(input);
-  const at::Tensor b = laid_out_like(other, a, op, other_name, "input");
-  const at::Tensor c = per_sample_values(coef, a, op, coef_name);
-  const GradientPenaltyParams p = mix_params(a);
-  at::Tensor x = at::empty_strided(a.sizes(), a.strides(), a.options());
-  GANOPS_DISPATCH_FLOATS(a.scalar_type(), "ganops::per_sample_mix", [&] {
-    cpu::mix_samples<kMode, scalar_t>(p, a.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(),
-                                      c.const_data_ptr<acc_t<scalar_t>>(),
+  const MixArgs m = mix_args(input, other, coef, op, other_name, coef_name);
+  at::Tensor x = at::empty_strided(m.a.sizes(), m.a.strides(), m.a.options());
+  GANOPS_DISPATCH_FLOATS(m.a.scalar_type(), "ganops::per_sample_mix", [&] {
+    cpu::mix_samples<kMode, scalar_t>(m.p, m.a.const_data_ptr<scalar_t>(),
+                                      m.b.const_data_ptr<scalar_t>(),
+                                      m.c.const_data_ptr<acc_t<scalar_t>>(),
                                       x.mutable_data_ptr<scalar_t>(), AtenParallelFor{});
   });
   return x;
@@ -44,10 +41,7 @@ std::tuple<at::Tensor, at::Tensor> gradient_penalty_cpu(const at::Tensor& grad, 
                                                         double grad_scale, std::string reduction) {
   const GradientPenaltyParams p = penalty_params(grad, kind, target, weight, grad_scale, reduction);
   const at::Tensor g = batch_major(grad);
-  const auto acc = grad.options().dtype(penalty_acc_dtype(grad));
-  at::Tensor norms = at::empty({p.batch}, acc);
-  at::Tensor penalty = p.reduction == Reduction::kNone ? at::empty({p.batch}, acc)
-                                                       : at::empty({}, acc);
+  auto [penalty, norms] = penalty_outputs(grad, p);
   GANOPS_DISPATCH_FLOATS(grad.scalar_type(), "ganops::gradient_penalty", [&] {
     using A = acc_t<scalar_t>;
     cpu::penalty_forward<scalar_t>(p, g.const_data_ptr<scalar_t>(), norms.mutable_data_ptr<A>(),

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <string>
+#include <tuple>
 
 #include "ganops/gradient_penalty.h"
 
@@ -72,28 +73,26 @@ inline at::Tensor per_sample_values(const at::Tensor& c, const at::Tensor& like,
 
 inline GradientPenaltyParams mix_params(const at::Tensor& input) {
   GradientPenaltyParams p;
-  p.batch = input.size(0);
-  p.per_sample = p.batch > 0 ? input.numel() / p.batch : 0;
+  set_batch_view(p, input.size(0), input.numel());
   return p;
 }
 
-inline PenaltyKind parse_kind(const std::string& kind) {
-  if (kind == "norm") return PenaltyKind::kNorm;
-  if (kind == "squared") return PenaltyKind::kSquared;
-  if (kind == "two-sided") return PenaltyKind::kTwoSided;
-  if (kind == "one-sided") return PenaltyKind::kOneSided;
-  TORCH_CHECK_VALUE(false, "ganops.gradient_penalty: kind: unknown penalty '", kind,
-                    "'; expected one of norm, squared, two-sided, one-sided");
-  return PenaltyKind::kNorm;
-}
+// What both mix implementations check and prepare: the inputs in one batch-major layout, the
+// coefficients as an acc_t vector, the core parameters.
+struct MixArgs {
+  at::Tensor a, b, c;
+  GradientPenaltyParams p;
+};
 
-inline Reduction parse_reduction(const std::string& reduction) {
-  if (reduction == "none") return Reduction::kNone;
-  if (reduction == "mean") return Reduction::kMean;
-  if (reduction == "sum") return Reduction::kSum;
-  TORCH_CHECK_VALUE(false, "ganops.gradient_penalty: reduction: unknown reduction '", reduction,
-                    "'; expected one of none, mean, sum");
-  return Reduction::kMean;
+inline MixArgs mix_args(const at::Tensor& input, const at::Tensor& other, const at::Tensor& coef,
+                        const char* op, const char* other_name, const char* coef_name) {
+  check_batched(input, op, "input");
+  MixArgs m;
+  m.a = batch_major(input);
+  m.b = laid_out_like(other, m.a, op, other_name, "input");
+  m.c = per_sample_values(coef, m.a, op, coef_name);
+  m.p = mix_params(m.a);
+  return m;
 }
 
 // All checks of gradient_penalty on (grad, scalars), and its core parameters.
@@ -110,12 +109,24 @@ inline GradientPenaltyParams penalty_params(const at::Tensor& grad, const std::s
   TORCH_CHECK_VALUE(std::isfinite(grad_scale) && grad_scale > 0.0,
                     "ganops.gradient_penalty: grad_scale must be finite and > 0, got ", grad_scale);
   GradientPenaltyParams p = mix_params(grad);
-  p.kind = parse_kind(kind);
+  TORCH_CHECK_VALUE(parse_penalty_kind(kind.c_str(), &p.kind), "ganops.gradient_penalty: kind: "
+                    "unknown penalty '", kind, "'; expected one of ", kPenaltyKindNames);
+  TORCH_CHECK_VALUE(parse_reduction(reduction.c_str(), &p.reduction), "ganops.gradient_penalty: "
+                    "reduction: unknown reduction '", reduction, "'; expected one of ",
+                    kReductionNames);
   p.target = target;
   p.weight = weight;
   p.grad_scale = grad_scale;
-  p.reduction = parse_reduction(reduction);
   return p;
+}
+
+// The forward's outputs for grad, in acc_t: the penalty (p.outputs() values) and the norms.
+inline std::tuple<at::Tensor, at::Tensor> penalty_outputs(const at::Tensor& grad,
+                                                          const GradientPenaltyParams& p) {
+  const auto acc = grad.options().dtype(penalty_acc_dtype(grad));
+  at::Tensor penalty = p.reduction == Reduction::kNone ? at::empty({p.batch}, acc)
+                                                       : at::empty({}, acc);
+  return {penalty, at::empty({p.batch}, acc)};
 }
 
 // A contiguous acc_t tensor of `n` elements on grad's device (grad_output, norms).

@@ -18,14 +18,11 @@ namespace {
 
 at::Tensor mix_cuda(const at::Tensor& input, const at::Tensor& other, const at::Tensor& coef,
                     MixMode mode, const char* op, const char* other_name, const char* coef_name) {
-  check_batched(input, op, "input");
   const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor a = batch_major(input);
-  const at::Tensor b = laid_out_like(other, a, op, other_name, "input");
-  const at::Tensor c = per_sample_values(coef, a, op, coef_name);
-  at::Tensor x = at::empty_strided(a.sizes(), a.strides(), a.options());
-  check_launch(cuda::mix_samples(mix_params(a), mode, core_dtype(a), a.const_data_ptr(),
-                                 b.const_data_ptr(), c.const_data_ptr(), x.mutable_data_ptr(),
+  const MixArgs m = mix_args(input, other, coef, op, other_name, coef_name);
+  at::Tensor x = at::empty_strided(m.a.sizes(), m.a.strides(), m.a.options());
+  check_launch(cuda::mix_samples(m.p, mode, core_dtype(m.a), m.a.const_data_ptr(),
+                                 m.b.const_data_ptr(), m.c.const_data_ptr(), x.mutable_data_ptr(),
                                  c10::cuda::getCurrentCUDAStream()),
                op);
   return x;
@@ -47,10 +44,7 @@ std::tuple<at::Tensor, at::Tensor> gradient_penalty_cuda(const at::Tensor& grad,
   const GradientPenaltyParams p = penalty_params(grad, kind, target, weight, grad_scale, reduction);
   const c10::cuda::CUDAGuard guard(grad.device());
   const at::Tensor g = batch_major(grad);
-  const auto acc = grad.options().dtype(penalty_acc_dtype(grad));
-  at::Tensor norms = at::empty({p.batch}, acc);
-  at::Tensor penalty = p.reduction == Reduction::kNone ? at::empty({p.batch}, acc)
-                                                       : at::empty({}, acc);
+  auto [penalty, norms] = penalty_outputs(grad, p);
   const cuda::DType dtype = core_dtype(grad);
   at::Tensor ws = at::empty({static_cast<int64_t>(cuda::gradient_penalty_workspace_bytes(p, dtype))},
                             grad.options().dtype(at::kByte));

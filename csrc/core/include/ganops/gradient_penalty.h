@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "ganops/bias_act.h"  // acc_t
@@ -42,6 +43,38 @@ struct GradientPenaltyParams {
   int64_t numel() const { return batch * per_sample; }
   int64_t outputs() const { return reduction == Reduction::kNone ? batch : 1; }
 };
+
+// The [batch][per_sample] view of a tensor of `numel` elements whose dim 0 has `batch`.
+inline void set_batch_view(GradientPenaltyParams& p, int64_t batch, int64_t numel) {
+  p.batch = batch;
+  p.per_sample = batch > 0 ? numel / batch : 0;
+}
+
+// The kinds and reductions by the names the front ends pass; false for an unknown name.
+constexpr const char* kPenaltyKindNames = "norm, squared, two-sided, one-sided";
+constexpr const char* kReductionNames = "none, mean, sum";
+
+inline bool parse_penalty_kind(const char* name, PenaltyKind* kind) {
+  static constexpr const char* names[] = {"norm", "squared", "two-sided", "one-sided"};  // enum order
+  for (int i = 0; i < 4; ++i) {
+    if (std::strcmp(name, names[i]) == 0) {
+      *kind = static_cast<PenaltyKind>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+inline bool parse_reduction(const char* name, Reduction* reduction) {
+  static constexpr const char* names[] = {"none", "mean", "sum"};  // enum order
+  for (int i = 0; i < 3; ++i) {
+    if (std::strcmp(name, names[i]) == 0) {
+      *reduction = static_cast<Reduction>(i);
+      return true;
+    }
+  }
+  return false;
+}
 
 // Per-sample penalty math, shared by the CPU loops and the CUDA kernels.
 template <typename A>
