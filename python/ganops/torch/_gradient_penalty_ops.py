@@ -14,6 +14,8 @@
 
 What is saved for backward: grad (the input itself, no copy) and norms (N values).
 """
+import math
+
 import torch
 
 ops = torch.ops.ganops
@@ -126,11 +128,11 @@ def _check_penalty_args(grad, kind, target, weight, grad_scale, reduction):
     torch._check_value(reduction in REDUCTIONS, lambda: (
         f"ganops.gradient_penalty: reduction: unknown reduction '{reduction}'; expected one of "
         f"{', '.join(REDUCTIONS)}"))
-    torch._check_value(abs(target) != float("inf") and target == target, lambda: (
+    torch._check_value(math.isfinite(target), lambda: (
         f"ganops.gradient_penalty: target must be finite, got {target}"))
-    torch._check_value(abs(weight) != float("inf") and weight == weight, lambda: (
+    torch._check_value(math.isfinite(weight), lambda: (
         f"ganops.gradient_penalty: weight must be finite, got {weight}"))
-    torch._check_value(0 < grad_scale < float("inf"), lambda: (
+    torch._check_value(math.isfinite(grad_scale) and grad_scale > 0, lambda: (
         f"ganops.gradient_penalty: grad_scale must be finite and > 0, got {grad_scale}"))
 
 

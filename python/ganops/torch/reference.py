@@ -94,15 +94,15 @@ def penalty_from_gradient(grad: torch.Tensor, kind: str = "wgan-gp", weight: flo
     """The penalty of `kind` (wgan-gp, one-sided, zero-gp, dragan, r1, r2) on D's input gradient,
     computed in float32 (float64 for float64)."""
     acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
-    norms = grad.to(acc).reshape(grad.shape[0], -1).norm(2, dim=1)
+    g = grad.to(acc).reshape(grad.shape[0], -1)
     if kind in ("wgan-gp", "dragan"):
-        per = weight * (norms - target) ** 2
+        per = weight * (g.norm(2, dim=1) - target) ** 2
     elif kind == "one-sided":
-        per = weight * torch.clamp(norms - target, min=0) ** 2
+        per = weight * torch.clamp(g.norm(2, dim=1) - target, min=0) ** 2
     elif kind == "zero-gp":
-        per = weight * grad.to(acc).reshape(grad.shape[0], -1).pow(2).sum(1)
+        per = weight * g.pow(2).sum(1)
     elif kind in ("r1", "r2"):
-        per = (weight / 2) * grad.to(acc).reshape(grad.shape[0], -1).pow(2).sum(1)
+        per = (weight / 2) * g.pow(2).sum(1)
     else:
         raise ValueError(f"unknown penalty kind {kind!r}")
     return {"mean": per.mean, "sum": per.sum, "none": lambda: per}[reduction]()
