@@ -1,3 +1,5 @@
+import socket
+
 import pytest
 import torch
 
@@ -17,3 +19,10 @@ TOL = {
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def free_port():
+    """A free TCP port on 127.0.0.1 for a test's process group."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -5,6 +5,7 @@ import torch
 
 import ganops
 import ganops.torch as gt
+from conftest import DTYPES
 
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device: the CUDA kernels are compiled in CI but run only on a GPU",
@@ -16,7 +17,6 @@ if not ganops.build_info()["torch_cuda_kernels"]:
 ops = torch.ops.ganops
 KINDS = ("norm", "squared", "two-sided", "one-sided")
 REDUCTIONS = ("none", "mean", "sum")
-DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 2e-3, torch.bfloat16: 2e-3}
 # (shape): one chunk per sample, several chunks (8192 elements each), a batch above the grid's
 # 65535 samples, a 1-element sample.

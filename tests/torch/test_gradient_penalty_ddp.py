@@ -10,7 +10,6 @@ R1 draws nothing at random, so each rank's parameters after the steps must equal
 single-process run on the full batch (DDP averages the per-rank half-batch means). WGAN-GP's
 interpolation draws per rank, so there the ranks must agree with each other."""
 import os
-import socket
 from datetime import timedelta
 
 import pytest
@@ -20,6 +19,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import ganops.torch as gt
+from conftest import free_port
 
 WORLD = 2
 STEPS = 4
@@ -76,12 +76,6 @@ def _worker(rank, port, out_dir, mode):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _assert_state_close(got, want, what):
     assert list(got) == list(want)
     for k, v in want.items():
@@ -90,7 +84,7 @@ def _assert_state_close(got, want, what):
 
 @pytest.mark.parametrize("mode", ["combined", "lazy", "wgan-gp"])
 def test_ddp_penalty_steps(tmp_path, mode):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), mode), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path), mode), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     start = _discriminator().state_dict()
     assert any(not torch.equal(ranks[0][k], start[k]) for k in start if k.endswith("original"))

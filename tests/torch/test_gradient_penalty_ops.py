@@ -5,13 +5,13 @@ case, opcheck and torch.compile."""
 import pytest
 import torch
 
-import ganops.torch as gt  # noqa: F401  (registers the ops' fakes and autograd)
+import ganops.torch as gt
+from conftest import DTYPES
 
 ops = torch.ops.ganops
 
 KINDS = ("norm", "squared", "two-sided", "one-sided")
 REDUCTIONS = ("none", "mean", "sum")
-DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 1e-3, torch.bfloat16: 1e-3}
 
 

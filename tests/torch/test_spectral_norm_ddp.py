@@ -7,7 +7,6 @@ buffers in place before each forward: neither may trip autograd's in-place versi
 single-process run on the full batch: the power method does not depend on the data, and DDP's
 gradient average of the per-rank half-batch means is the full-batch mean."""
 import os
-import socket
 from datetime import timedelta
 
 import torch
@@ -16,6 +15,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import ganops.torch as gt
+from conftest import free_port
 
 WORLD = 2
 STEPS = 3
@@ -58,14 +58,8 @@ def _worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_matches_a_single_process_run(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     reference = _discriminator()
     _train(reference)
     expected = reference.state_dict()
