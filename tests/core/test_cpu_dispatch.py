@@ -31,6 +31,20 @@ def test_baseline_loops_are_correct_when_forced():
     subprocess.run([sys.executable, "-c", BASELINE_CHECK], check=True, env=env)
 
 
+# The core modules whose loops have AVX2 twins, run again on the baseline loops: the choice is
+# made once per process, so they run in a child process.
+TWINNED = ("test_core_spectral_norm.py", "test_core_gradient_penalty.py")
+
+
+def test_core_modules_pass_on_the_baseline_loops():
+    env = dict(os.environ, GANOPS_DISABLE_AVX2="1")
+    here = os.path.dirname(os.path.abspath(__file__))
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             *(os.path.join(here, name) for name in TWINNED)],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="ISA dispatch exists on x86-64 only")
 def test_avx2_instructions_only_in_dispatched_loops():
     objdump = shutil.which("objdump")

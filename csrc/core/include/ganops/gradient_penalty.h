@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "ganops/bias_act.h"  // acc_t
+#include "ganops/cpu_dispatch.h"
 #include "ganops/macros.h"
 
 namespace ganops {
@@ -177,17 +178,52 @@ GANOPS_HD void for_sample_lines(int64_t per_sample, int64_t e0, int64_t e1, cons
   }
 }
 
+// One sample's run of each elementwise pass: the loops the compiler vectorizes.
+template <MixMode kMode, typename T, typename A>
+inline void mix_line(const T* a, const T* b, A c, T* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = static_cast<T>(mix<kMode, A>(static_cast<A>(a[i]), static_cast<A>(b[i]), c));
+  }
+}
+
+template <typename T, typename A>
+inline void scale_line(const T* g, A c, T* dg, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dg[i] = static_cast<T>(c * static_cast<A>(g[i]));
+}
+
+#if GANOPS_CPU_DISPATCH
+// AVX2 + FMA twins (see bias_act.h's run_elements_avx2). These passes are memory-bound in DRAM,
+// but a penalty's tensors are often cache-resident (a CIFAR batch's gradient is 768 KiB), where
+// SSE2's 4 lanes and the scalar half-type conversions are the limit.
+template <MixMode kMode, typename T, typename A>
+GANOPS_TARGET_AVX2_FMA void mix_line_avx2(const T* a, const T* b, A c, T* x, int64_t n) {
+  mix_line<kMode>(a, b, c, x, n);
+}
+
+template <typename T, typename A>
+GANOPS_TARGET_AVX2_FMA void scale_line_avx2(const T* g, A c, T* dg, int64_t n) {
+  scale_line(g, c, dg, n);
+}
+
+template <typename T, typename A>
+GANOPS_TARGET_AVX2_FMA A sum_squares_avx2(const T* x, int64_t n) {
+  return sum_squares<T, A>(x, n);
+}
+#endif
+
 // x = mix(a, b, c_b) elementwise; c holds one coefficient per sample.
 template <MixMode kMode, typename T, typename ParallelFor>
 void mix_samples(const GradientPenaltyParams& p, const T* a, const T* b, const acc_t<T>* c, T* x,
                  ParallelFor&& pf) {
-  using A = acc_t<T>;
+#if GANOPS_CPU_DISPATCH
+  const bool avx2 = cpu_has_avx2_fma();
+#endif
   pf(int64_t(0), p.numel(), kPenaltyGrain, [&](int64_t e0, int64_t e1) {
     for_sample_lines(p.per_sample, e0, e1, [&](int64_t s, int64_t i0, int64_t i1) {
-      const A cs = c[s];
-      for (int64_t i = i0; i < i1; ++i) {
-        x[i] = static_cast<T>(mix<kMode, A>(static_cast<A>(a[i]), static_cast<A>(b[i]), cs));
-      }
+#if GANOPS_CPU_DISPATCH
+      if (avx2) return mix_line_avx2<kMode>(a + i0, b + i0, c[s], x + i0, i1 - i0);
+#endif
+      mix_line<kMode>(a + i0, b + i0, c[s], x + i0, i1 - i0);
     });
   });
 }
@@ -203,10 +239,19 @@ void penalty_forward(const GradientPenaltyParams& p, const T* g, acc_t<T>* norms
   const int64_t chunks = std::max<int64_t>(1, (D + kPenaltyGrain - 1) / kPenaltyGrain);
   const int64_t tasks = p.batch * chunks;
   std::vector<A> partial(static_cast<size_t>(tasks), A(0));
+#if GANOPS_CPU_DISPATCH
+  const bool avx2 = cpu_has_avx2_fma();
+#endif
   const auto run = [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / chunks, c = t % chunks;
       const int64_t i0 = c * kPenaltyGrain, i1 = std::min(D, i0 + kPenaltyGrain);
+#if GANOPS_CPU_DISPATCH
+      if (avx2) {
+        partial[t] = sum_squares_avx2<T, A>(g + b * D + i0, i1 - i0);
+        continue;
+      }
+#endif
       partial[t] = sum_squares<T, A>(g + b * D + i0, i1 - i0);
     }
   };
@@ -243,10 +288,15 @@ void penalty_backward(const GradientPenaltyParams& p, const acc_t<T>* gout, cons
   for (int64_t b = 0; b < p.batch; ++b) {
     coef[b] = sample_gout(p, gout, b) * math.grad_coefficient(norms[b]);
   }
+#if GANOPS_CPU_DISPATCH
+  const bool avx2 = cpu_has_avx2_fma();
+#endif
   pf(int64_t(0), p.numel(), kPenaltyGrain, [&](int64_t e0, int64_t e1) {
     for_sample_lines(p.per_sample, e0, e1, [&](int64_t s, int64_t i0, int64_t i1) {
-      const A cs = coef[s];
-      for (int64_t i = i0; i < i1; ++i) dg[i] = static_cast<T>(cs * static_cast<A>(g[i]));
+#if GANOPS_CPU_DISPATCH
+      if (avx2) return scale_line_avx2(g + i0, coef[s], dg + i0, i1 - i0);
+#endif
+      scale_line(g + i0, coef[s], dg + i0, i1 - i0);
     });
   });
 }
