@@ -18,8 +18,7 @@ which is what flows into D's double backward.
 - floor: torch's own single-pass kernels for the least traffic: `torch.lerp(fake, real, 0.5)`
   (WGAN-GP only: 3 N), `g.norm()` (N), and for fwd+bwd `g.mul(0.5)` (2 N).
 Goal (from the issue, this CPU): the penalty part at least 3x as fast as the pure Python version.
-These rows are timed over at least 1 s and up to 1000 calls after 10 warm-up calls (PART_BUDGET),
-not the budget below, which the D steps use. Each call allocates its outputs afresh, as a
+Each call allocates its outputs afresh, as a
 training step does; on this machine a new 3 MiB tensor costs its page faults (x and d/dg at
 64x3x64x64), in every column alike.
 
@@ -44,7 +43,7 @@ bias, LeakyReLU(0.2) * sqrt(2)); ref XLA = the ref penalty part under jit_compil
 import math
 
 from benchmarks.common import compile_fullgraph_if_possible, reason, row
-from benchmarks.timing import Budget, measure
+from benchmarks.timing import measure
 
 OP = "gradient_penalty"
 
@@ -56,13 +55,6 @@ KINDS = ("wgan-gp", "r1")
 FULL_STEP = (64, 64)
 QUICK_STEP = (4, 16)
 PASSES = ("fwd", "fwd+bwd")
-# The penalty part takes 0.01-3 ms: the default budget's 50 calls left a quarter of its medians
-# noisy (interquartile range over 25%), so these rows take more calls (the D steps keep it).
-PART_BUDGET = Budget(warmup=10, min_reps=50, max_reps=1000, min_time=1.0)
-
-
-def _part_budget(budget, opts):
-    return budget if opts.quick else PART_BUDGET
 
 SPEC = {
     "torch": dict(
@@ -231,7 +223,7 @@ def run_torch(opts, budget, log):
                     log(f"torch {case} {pass_} {variant}")
                     try:
                         rows.append(row(**common, variant=variant, note=note,
-                                        timing=measure(fn, _part_budget(budget, opts), sync)))
+                                        timing=measure(fn, budget, sync)))
                     except Exception as exc:  # noqa: BLE001
                         rows.append(row(**common, variant=variant, status="failed",
                                         note="; ".join(filter(None, [note, reason(exc)]))))
@@ -381,7 +373,7 @@ def run_tf(opts, budget, log):
                     try:
                         rows.append(row(**common, variant=variant,
                                         timing=measure(lambda fn=fn: tf.nest.map_structure(
-                                            lambda t: t.numpy(), fn()), _part_budget(budget, opts))))
+                                            lambda t: t.numpy(), fn()), budget)))
                     except Exception as exc:  # noqa: BLE001
                         rows.append(row(**common, variant=variant, status="failed", note=reason(exc)))
     rows += _run_d_steps_tf(tf, keras, gtf, opts, budget, log)

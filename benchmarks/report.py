@@ -248,6 +248,11 @@ def notes(rows, framework):
     return "\n".join(f"- {n}" for n in seen)
 
 
+def _warmup_cap(budget):
+    cap = budget.get("warmup_time_s")
+    return "" if cap is None else f" or {cap} s of them"
+
+
 def markdown(op, doc, meta, spec, rows, skipped, budget, extra=None):
     """The op's results page. `extra(rows, framework)`, if given, returns Markdown placed after a
     framework's own tables (or None)."""
@@ -261,8 +266,8 @@ def markdown(op, doc, meta, spec, rows, skipped, budget, extra=None):
             f"- ganops: {m.get('ganops_path', '-')}, benchmarks at git {m.get('git') or '-'}",
             f"- load average (1, 5, 15 min) at start {m['loadavg_start']}, at end {m.get('loadavg_end')}",
             f"- mode: {'quick' if m.get('quick') else 'full'}; timing: median of repeated runs after warm-up "
-            f"({budget['warmup']} warm-up calls, {budget['min_reps']} to {budget['max_reps']} timed calls, "
-            f"at least {budget['min_time_s']} s per measurement), all ratios from this one run", ""]
+            f"({budget['warmup']} warm-up calls{_warmup_cap(budget)}, then {budget['max_reps']} timed calls or as many "
+            f"as fit in {budget['min_time_s']} s, at least {budget['min_reps']}), all ratios from this one run", ""]
     out += [doc.strip(), ""]
     for fw in ("torch", "tf"):
         title = {"torch": "PyTorch", "tf": "TensorFlow"}[fw]
