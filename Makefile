@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.ganops-deps
 
-.PHONY: all build test test-core test-torch test-tf test-parity bench clean cuda-check
+.PHONY: all build test test-core test-torch test-tf test-parity bench clean cuda-check gpu-check
 
 all: build
 
@@ -41,6 +41,10 @@ bench: build
 # Compile every CUDA source with nvcc alone (no GPU, no framework headers needed).
 cuda-check:
 	bash .ci/compile_cuda.sh
+
+# On a GPU machine (CUDA torch, nvcc; no venv): CUDA build, CUDA tests, GPU benchmarks.
+gpu-check:
+	bash tools/gpu_check.sh
 
 clean:
 	rm -rf build python/ganops/_core*.so python/ganops/torch/_ganops_torch*.so python/ganops/tf/_ganops_tf*.so
