@@ -462,10 +462,13 @@ void fused_pass(int64_t tasks, int64_t numel, int64_t z_len, A* z, ParallelFor&&
   } else {
     pf(int64_t(0), groups, int64_t(1), run);
   }
-  for (int64_t i = 0; i < z_len; ++i) {
-    A sum = A(0);
-    for (int64_t g = 0; g < groups; ++g) sum += partial[g * z_len + i];
-    z[i] = sum;
+  // Group by group over contiguous vectors (the loop vectorizes; one element at a time across
+  // groups strides by z_len and took 15-25% of a conv 128->256 step): each z[i] is still
+  // 0 + partial_0 + partial_1 + ... in group order, the same bits.
+  for (int64_t i = 0; i < z_len; ++i) z[i] = A(0);
+  for (int64_t g = 0; g < groups; ++g) {
+    const A* part = partial.data() + g * z_len;
+    for (int64_t i = 0; i < z_len; ++i) z[i] += part[i];
   }
 }
 
