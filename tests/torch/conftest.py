@@ -21,6 +21,31 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def full_float32():
+    """cuDNN convolutions run float32 in TF32 by default on Ampere and newer GPUs (10-bit
+    mantissa products). A ganops layer and torch's layer differ by float32 rounding, which moves
+    single TF32 roundings and so outputs by ~5e-5: the CUDA tests compare in full float32."""
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+def assert_no_host_wait(fn):
+    """Runs fn() behind a 50 ms device sleep on the current stream and checks that fn returned
+    while the stream was still busy, i.e. nothing in fn waited for the device (a
+    cudaDeviceSynchronize or blocking copy inside a launcher would; set_sync_debug_mode only
+    sees synchronizations that go through c10)."""
+    torch.cuda.synchronize()
+    torch.cuda._sleep(100_000_000)  # cycles: ~50 ms at 2 GHz
+    out = fn()
+    busy = not torch.cuda.current_stream().query()
+    torch.cuda.synchronize()
+    assert busy, "the call returned only after the device went idle: something waited on the host"
+    return out
+
+
 def free_port():
     """A free TCP port on 127.0.0.1 for a test's process group."""
     with socket.socket() as s:

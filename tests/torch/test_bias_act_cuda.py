@@ -14,6 +14,8 @@ if not ganops.build_info()["torch_cuda_kernels"]:
     pytest.fail("torch sees a GPU but ganops was built without CUDA kernels: rebuild with nvcc on PATH",
                 pytrace=False)
 
+pytestmark = pytest.mark.usefixtures("full_float32")
+
 LAYOUTS = {
     "nchw": (lambda: torch.randn(4, 7, 5, 3), 1),
     "channels_last": (lambda: torch.randn(4, 7, 5, 3).contiguous(memory_format=torch.channels_last), 1),
@@ -43,6 +45,29 @@ def test_cuda_matches_reference(act, dtype, layout, clamp):
     y_ref.backward(dy)
     torch.testing.assert_close(x.grad.cpu(), xr.grad, atol=atol * 4, rtol=rtol * 4)
     torch.testing.assert_close(b.grad.cpu(), br.grad, atol=atol * 40, rtol=rtol * 4)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("act", ["lrelu", "swish"])
+def test_cuda_large_channels_last_matches_reference(act, bias):
+    # 8.4M elements: more than one grid-stride pass (grid_size caps at 32 blocks per SM), in
+    # channels_last, with and without a bias.
+    x_cpu = torch.randn(16, 512, 32, 32).contiguous(memory_format=torch.channels_last)
+    b_cpu = torch.randn(512) if bias else None
+    x = x_cpu.cuda().requires_grad_()
+    b = b_cpu.cuda().requires_grad_() if bias else None
+    y = gt.bias_act(x, b, act=act)
+    y_ref = gt.reference.bias_act(x_cpu.double(), None if b_cpu is None else b_cpu.double(), act=act)
+    assert y.stride() == x.stride()
+    torch.testing.assert_close(y.cpu().double(), y_ref, atol=1e-5, rtol=1e-5)
+    dy = torch.randn_like(x_cpu)
+    y.backward(dy.cuda())
+    xr = x_cpu.double().requires_grad_()
+    br = None if b_cpu is None else b_cpu.double().requires_grad_()
+    gt.reference.bias_act(xr, br, act=act).backward(dy.double())
+    torch.testing.assert_close(x.grad.cpu().double(), xr.grad, atol=1e-5, rtol=1e-5)
+    if bias:  # a sum over 16 * 32 * 32 products per channel
+        torch.testing.assert_close(b.grad.cpu().double(), br.grad, atol=1e-3, rtol=1e-4)
 
 
 @pytest.mark.parametrize("act", ACTS)

@@ -9,7 +9,7 @@ from torch import nn
 
 import ganops
 import ganops.torch as gt
-from conftest import DTYPES, TOL
+from conftest import DTYPES, TOL, assert_no_host_wait
 
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device: the CUDA kernels are compiled in CI but run only on a GPU",
@@ -17,6 +17,8 @@ if not torch.cuda.is_available():
 if not ganops.build_info()["torch_cuda_kernels"]:
     pytest.fail("torch sees a GPU but ganops was built without CUDA kernels: rebuild with nvcc on PATH",
                 pytrace=False)
+
+pytestmark = pytest.mark.usefixtures("full_float32")
 
 ops = torch.ops.ganops
 EPS = 1e-12
@@ -45,6 +47,9 @@ BIG = {
     "conv_512x512x3x3": ((512, 512, 3, 3), 0),
     "conv_transpose_512x256x3x3": ((512, 256, 3, 3), 1),
     "dense_4608x512_dim_last": ((4608, 512), 1),
+    # 9.4M elements: more than one grid-stride pass of the elementwise kernels on any GPU
+    # (grid_size caps at 32 blocks per SM: 4.3M elements on 132 SMs)
+    "linear_4096x2304": ((4096, 2304), 0),
 }
 
 
@@ -270,11 +275,15 @@ def test_parametrization_matches_torch_over_training(module, dtype):
 def test_no_host_sync():
     # sigma stays on the device: forward (power iteration + W / sigma) and backward never wait.
     layer = gt.spectral_norm(nn.Conv2d(8, 16, 3)).cuda()
+    original = layer.parametrizations.weight.original
+
+    def step():
+        return torch.autograd.grad(layer.weight.square().sum(), original)[0]
+    step()  # first call: lazy initialisation may synchronize
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        weight = layer.weight
-        (grad,) = torch.autograd.grad(weight.square().sum(), layer.parametrizations.weight.original)
+        grad = assert_no_host_wait(step)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert grad.is_cuda
