@@ -13,10 +13,44 @@ if((GANOPS_BUILD_TORCH AND GANOPS_TORCH_CUDA_VERSION) OR (GANOPS_BUILD_TF AND GA
   set(_framework_cuda TRUE)
 endif()
 
+# nvcc's CUDA major must be torch's: the kernels link the toolkit's libcudart, and a second
+# major beside torch's runtime fails at import or at the first launch (e.g. nvcc 13 with a
+# cu12x torch, or a driver too old for the toolkit), far from the cause.
+function(ganops_cuda_major_mismatch out)
+  set(${out} "" PARENT_SCOPE)
+  if(NOT (GANOPS_BUILD_TORCH AND GANOPS_TORCH_CUDA_VERSION))
+    return()
+  endif()
+  execute_process(COMMAND ${CMAKE_CUDA_COMPILER} --version OUTPUT_VARIABLE _nvcc_out
+                  RESULT_VARIABLE _nvcc_rc)
+  string(REGEX MATCH "release ([0-9]+)\\.([0-9]+)" _release "${_nvcc_out}")
+  if(NOT _nvcc_rc EQUAL 0 OR NOT _release)
+    return()
+  endif()
+  set(_nvcc_major "${CMAKE_MATCH_1}")
+  set(_nvcc_version "${CMAKE_MATCH_1}.${CMAKE_MATCH_2}")
+  string(REGEX MATCH "^[0-9]+" _torch_major "${GANOPS_TORCH_CUDA_VERSION}")
+  if(NOT _nvcc_major STREQUAL _torch_major)
+    string(CONCAT _message "nvcc (${CMAKE_CUDA_COMPILER}) is CUDA ${_nvcc_version} but torch "
+           "was built with CUDA ${GANOPS_TORCH_CUDA_VERSION}: use a toolkit of CUDA "
+           "${_torch_major}.x (CUDACXX or PATH), or a torch built for CUDA ${_nvcc_major}")
+    set(${out} "${_message}" PARENT_SCOPE)
+  endif()
+endfunction()
+
 if(NOT _cuda_switch STREQUAL "OFF")
   include(CheckLanguage)
   check_language(CUDA)
+  set(_mismatch "")
   if(CMAKE_CUDA_COMPILER AND _framework_cuda)
+    ganops_cuda_major_mismatch(_mismatch)
+  endif()
+  if(_mismatch)
+    if(_cuda_switch STREQUAL "ON")
+      message(FATAL_ERROR "GANOPS_WITH_CUDA=ON: ${_mismatch}")
+    endif()
+    message(WARNING "CUDA kernels left out (GANOPS_WITH_CUDA=AUTO): ${_mismatch}")
+  elseif(CMAKE_CUDA_COMPILER AND _framework_cuda)
     set(GANOPS_BUILD_CUDA ON)
   elseif(_cuda_switch STREQUAL "ON")
     message(FATAL_ERROR "GANOPS_WITH_CUDA=ON needs nvcc (found: '${CMAKE_CUDA_COMPILER}') and a "
