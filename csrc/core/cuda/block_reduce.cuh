@@ -16,15 +16,16 @@ __device__ __forceinline__ acc_t<T> ld(const T* p) {
   return static_cast<acc_t<T>>(__ldg(p));
 }
 
-// Sum of v over the block (blockDim.x == kThreads) in a fixed tree order; every thread gets it.
-// sm is kThreads elements of shared memory, free again when this returns.
-template <typename A>
+// Sum of v over the block (blockDim.x == kBlock, a power of two) in a fixed tree order; every
+// thread gets it. sm is kBlock elements of shared memory, free again when this returns.
+template <typename A, int kBlock = kThreads>
 __device__ __forceinline__ A block_sum(A v, A* sm) {
+  static_assert((kBlock & (kBlock - 1)) == 0, "the tree halves the block");
   const int tid = static_cast<int>(threadIdx.x);
   sm[tid] = v;
   __syncthreads();
 #pragma unroll
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
+  for (int s = kBlock / 2; s > 0; s >>= 1) {
     if (tid < s) sm[tid] += sm[tid + s];
     __syncthreads();
   }
