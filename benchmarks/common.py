@@ -1,4 +1,5 @@
 """Small helpers shared by the op modules: result rows and error text."""
+from benchmarks.timing import measure
 
 
 def reason(exc):
@@ -27,6 +28,15 @@ def row(*, framework, op, case, shape, dtype, act, pass_, variant, timing=None, 
     if extra:
         r.update(extra)
     return r
+
+
+def timed_row(fn, budget, sync=None, note=None, **fields):
+    """row(**fields) with fn timed by timing.measure, or, if fn raises, a 'failed' row whose
+    note adds why to `note`."""
+    try:
+        return row(**fields, note=note, timing=measure(fn, budget, sync))
+    except Exception as exc:  # noqa: BLE001  (recorded in the table)
+        return row(**fields, status="failed", note="; ".join(filter(None, [note, reason(exc)])))
 
 
 def saved_storages(torch, fn):

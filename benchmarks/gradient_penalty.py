@@ -42,8 +42,7 @@ bias, LeakyReLU(0.2) * sqrt(2)); ref XLA = the ref penalty part under jit_compil
 """
 import math
 
-from benchmarks.common import compile_fullgraph_if_possible, reason, row
-from benchmarks.timing import measure
+from benchmarks.common import compile_fullgraph_if_possible, row, timed_row
 
 OP = "gradient_penalty"
 
@@ -175,10 +174,7 @@ def _run_d_steps_torch(torch, gt, opts, budget, log, sync, device):
                 loss.backward()
                 opt.step()
             log(f"torch {case} {variant}")
-            try:
-                rows.append(row(**common, variant=variant, timing=measure(step, budget, sync)))
-            except Exception as exc:  # noqa: BLE001
-                rows.append(row(**common, variant=variant, status="failed", note=reason(exc)))
+            rows.append(timed_row(step, budget, sync, **common, variant=variant))
     return rows
 
 
@@ -221,12 +217,7 @@ def run_torch(opts, budget, log):
                             penalty, x = fwd()
                             return torch.autograd.grad(penalty, g), x
                     log(f"torch {case} {pass_} {variant}")
-                    try:
-                        rows.append(row(**common, variant=variant, note=note,
-                                        timing=measure(fn, budget, sync)))
-                    except Exception as exc:  # noqa: BLE001
-                        rows.append(row(**common, variant=variant, status="failed",
-                                        note="; ".join(filter(None, [note, reason(exc)]))))
+                    rows.append(timed_row(fn, budget, sync, note, **common, variant=variant))
     torch._dynamo.reset()
     rows += _run_d_steps_torch(torch, gt, opts, budget, log, sync, device)
     return rows
@@ -334,11 +325,7 @@ def _run_d_steps_tf(tf, keras, gtf, opts, budget, log):
                 return loss
 
             log(f"tf {case} {variant}")
-            try:
-                rows.append(row(**common, variant=variant,
-                                timing=measure(lambda step=step: step().numpy(), budget)))
-            except Exception as exc:  # noqa: BLE001
-                rows.append(row(**common, variant=variant, status="failed", note=reason(exc)))
+            rows.append(timed_row(lambda step=step: step().numpy(), budget, **common, variant=variant))
     return rows
 
 
@@ -370,11 +357,7 @@ def run_tf(opts, budget, log):
                         continue
                     fn = tf.function(pair[i], jit_compile=variant == "ref_xla")
                     log(f"tf {case} {pass_} {variant}")
-                    try:
-                        rows.append(row(**common, variant=variant,
-                                        timing=measure(lambda fn=fn: tf.nest.map_structure(
-                                            lambda t: t.numpy(), fn()), budget)))
-                    except Exception as exc:  # noqa: BLE001
-                        rows.append(row(**common, variant=variant, status="failed", note=reason(exc)))
+                    rows.append(timed_row(lambda fn=fn: tf.nest.map_structure(lambda t: t.numpy(), fn()),
+                                          budget, **common, variant=variant))
     rows += _run_d_steps_tf(tf, keras, gtf, opts, budget, log)
     return rows

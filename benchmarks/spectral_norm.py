@@ -59,7 +59,7 @@ the development machine: compare its SN share across several runs, not from one.
 import collections
 import functools
 
-from benchmarks.common import compile_fullgraph_if_possible, reason, row, saved_storages
+from benchmarks.common import compile_fullgraph_if_possible, reason, row, saved_storages, timed_row
 from benchmarks.timing import measure
 
 OP = "spectral_norm"
@@ -283,10 +283,7 @@ def _run_d_step_torch(torch, gt, opts, budget, log, sync, device):
             loss.backward()
             opt.step()
         log(f"torch {case} {variant}")
-        try:
-            rows.append(row(**common, variant=variant, timing=measure(step, budget, sync)))
-        except Exception as exc:  # noqa: BLE001
-            rows.append(row(**common, variant=variant, status="failed", note=reason(exc)))
+        rows.append(timed_row(step, budget, sync, **common, variant=variant))
     return rows
 
 
@@ -309,10 +306,7 @@ def _profile_torch(torch, gt, name, weight, dim, sn, budget, sync, G):
         for label, fn, moved in parts:
             common = dict(framework="torch", op=OP, case=name, shape=tuple(w.shape), dtype="float32",
                           act=size_class(w.numel()), pass_="-", variant=label, kind="profile", bytes_moved=moved)
-            try:
-                rows.append(row(**common, timing=measure(fn, budget, sync)))
-            except Exception as exc:  # noqa: BLE001
-                rows.append(row(**common, status="failed", note=reason(exc)))
+            rows.append(timed_row(fn, budget, sync, **common))
     return rows
 
 
