@@ -17,10 +17,6 @@ using drv::Array;
 
 namespace {
 
-template <class T> cuda::DType dtype_of();
-template <> cuda::DType dtype_of<float>() { return cuda::DType::kFloat32; }
-template <> cuda::DType dtype_of<double>() { return cuda::DType::kFloat64; }
-
 enum class Pass { kForward, kBackward, kBackward2 };
 const char* kPassNames[] = {"forward", "backward", "backward2"};
 
@@ -28,7 +24,7 @@ const char* kPassNames[] = {"forward", "backward", "backward2"};
 // launches it when numel does not fit in int32.
 template <class T>
 int launch64(Pass pass, const BiasActParams& p, const T* x, const T* dy, const T* ddz, const T* b, T* out) {
-  return cuda::dispatch_kernel(p, dtype_of<T>(), [&](auto tag, auto math) {
+  return cuda::dispatch_kernel(p, drv::dtype_of<T>(), [&](auto tag, auto math) {
     using M = decltype(math);
     if constexpr (!std::is_same<decltype(tag), T>::value) {
       return -1;  // dispatch_kernel instantiates every dtype; only T is called
@@ -100,7 +96,7 @@ void run_case(const Case& c, drv::Rng& rng, drv::Report& report) {
     if (c.index64) {
       rc = launch64<T>(pass, p, dx.p(), ddy.p(), dddz.p(), dbias, out.p());
     } else {
-      const cuda::DType dt = dtype_of<T>();
+      const cuda::DType dt = drv::dtype_of<T>();
       switch (pass) {
         case Pass::kForward: rc = cuda::bias_act_forward(p, dt, dx.p(), dbias, out.p(), nullptr); break;
         case Pass::kBackward: rc = cuda::bias_act_backward(p, dt, ddy.p(), dx.p(), dbias, out.p(), nullptr); break;
@@ -122,8 +118,7 @@ void run_case(const Case& c, drv::Rng& rng, drv::Report& report) {
     } else if (!(err < tol)) {
       report.fail("%s: max rel err %.3g (tol %.0e)", name, err, tol);
     } else {
-      if (std::getenv("EMU_VERBOSE")) std::printf("ok   %s\n", name);
-      report.pass();
+      report.pass(name);
     }
   }
 }

@@ -14,8 +14,14 @@
 #include <vector>
 
 #include "emu.h"
+#include "ganops/cuda/launch.h"  // cuda::DType
 
 namespace drv {
+
+// The launchers' dtype tag of a driver's element type.
+template <class T> ganops::cuda::DType dtype_of();
+template <> inline ganops::cuda::DType dtype_of<float>() { return ganops::cuda::DType::kFloat32; }
+template <> inline ganops::cuda::DType dtype_of<double>() { return ganops::cuda::DType::kFloat64; }
 
 // The CPU reference templates' ParallelFor, run serially.
 struct SerialPF {
@@ -140,6 +146,11 @@ class Report {
  public:
   explicit Report(const char* name) : name_(name) {}
   void pass() { ++cases_; }
+  // A passed case, named on stdout under EMU_VERBOSE.
+  void pass(const char* name) {
+    if (std::getenv("EMU_VERBOSE")) std::printf("ok   %s\n", name);
+    pass();
+  }
   void fail(const char* fmt, ...) __attribute__((format(printf, 2, 3))) {
     ++cases_;
     ++failed_;

@@ -19,10 +19,6 @@ using drv::Array;
 
 namespace {
 
-template <class T> cuda::DType dtype_of();
-template <> cuda::DType dtype_of<float>() { return cuda::DType::kFloat32; }
-template <> cuda::DType dtype_of<double>() { return cuda::DType::kFloat64; }
-
 const char* kKinds[] = {"norm", "squared", "two-sided", "one-sided"};
 const char* kReductions[] = {"none", "mean", "sum"};
 
@@ -44,7 +40,7 @@ template <class T>
 bool run_gpu(const GradientPenaltyParams& p, bool mix, const Inputs<T>& in, Outputs<T>* o,
              std::string* why) {
   using A = acc_t<T>;
-  const cuda::DType dt = dtype_of<T>();
+  const cuda::DType dt = drv::dtype_of<T>();
   const size_t N = static_cast<size_t>(p.numel());
   Array<T> g("g", in.g);
   Array<A> norms("norms", static_cast<size_t>(p.batch)), penalty("penalty", static_cast<size_t>(p.outputs()));
@@ -173,8 +169,7 @@ void run_case(const Case& c, drv::Rng& rng, drv::Report& report) {
       }
     }
   }
-  if (std::getenv("EMU_VERBOSE")) std::printf("ok   %s\n", name);
-  report.pass();
+  report.pass(name);
 }
 
 }  // namespace

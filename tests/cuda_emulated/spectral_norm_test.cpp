@@ -19,10 +19,6 @@ using drv::Array;
 
 namespace {
 
-template <class T> cuda::DType dtype_of();
-template <> cuda::DType dtype_of<float>() { return cuda::DType::kFloat32; }
-template <> cuda::DType dtype_of<double>() { return cuda::DType::kFloat64; }
-
 enum class Index { k32, k64 };
 
 template <class T>
@@ -69,7 +65,7 @@ bool run_gpu(const SpectralNormParams& p, Index index, bool power, const std::ve
              const std::vector<T>& uc, const std::vector<T>& vc, acc_t<T> sc, Outputs<T>* o,
              std::string* why) {
   using A = acc_t<T>;
-  const cuda::DType dt = dtype_of<T>();
+  const cuda::DType dt = drv::dtype_of<T>();
   const int64_t N = p.numel();
   Array<T> dw_in("w", w), dg("g", g), du("u", u0), dv("v", v0);
   Array<A> dsigma("sigma", 1);
