@@ -3,6 +3,7 @@ import socket
 import pytest
 import torch
 
+import ganops
 import ganops.torch  # noqa: F401  (registers torch.ops.ganops)
 
 ACTS = ["linear", "relu", "lrelu", "tanh", "sigmoid", "elu", "selu", "softplus", "swish", "gelu"]
@@ -19,6 +20,17 @@ TOL = {
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def require_cuda_kernels():
+    """Called at the top of a CUDA test module: skips the module where torch sees no GPU (CI has
+    none), and fails it where there is a GPU but ganops was built without its CUDA kernels."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the CUDA kernels are compiled in CI but run only on a GPU",
+                    allow_module_level=True)
+    if not ganops.build_info()["torch_cuda_kernels"]:
+        pytest.fail("torch sees a GPU but ganops was built without CUDA kernels: rebuild with nvcc on PATH",
+                    pytrace=False)
 
 
 @pytest.fixture

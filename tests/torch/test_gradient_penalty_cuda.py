@@ -3,16 +3,10 @@ built with CUDA kernels; skipped as one module otherwise (CI has no GPU)."""
 import pytest
 import torch
 
-import ganops
 import ganops.torch as gt
-from conftest import DTYPES, assert_no_host_wait
+from conftest import DTYPES, assert_no_host_wait, require_cuda_kernels
 
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device: the CUDA kernels are compiled in CI but run only on a GPU",
-                allow_module_level=True)
-if not ganops.build_info()["torch_cuda_kernels"]:
-    pytest.fail("torch sees a GPU but ganops was built without CUDA kernels: rebuild with nvcc on PATH",
-                pytrace=False)
+require_cuda_kernels()
 
 pytestmark = pytest.mark.usefixtures("full_float32")
 
