@@ -73,7 +73,7 @@ py::dict activations() {
 ganops::BiasActParams make_params(const py::buffer_info& x, const py::object& b, int64_t dim,
                                   const std::string& act, double alpha, double gain,
                                   double clamp) {
-  const auto* info = ganops::find_act(act.c_str());
+  const auto* info = ganops::find_act(act);
   if (info == nullptr)
     throw py::value_error("act: unknown activation '" + act + "'; expected one of " +
                           ganops::act_names());
@@ -218,9 +218,9 @@ ganops::GradientPenaltyParams penalty_params(const py::array& g, const std::stri
                                              double target, double weight, double grad_scale,
                                              const std::string& reduction) {
   ganops::GradientPenaltyParams p;
-  if (!ganops::parse_penalty_kind(kind.c_str(), &p.kind))
+  if (!ganops::parse_penalty_kind(kind, &p.kind))
     throw py::value_error("kind: unknown penalty '" + kind + "'");
-  if (!ganops::parse_reduction(reduction.c_str(), &p.reduction))
+  if (!ganops::parse_reduction(reduction, &p.reduction))
     throw py::value_error("reduction: unknown '" + reduction + "'");
   if (g.ndim() < 1 || g.shape(0) < 1) throw py::value_error("g: expected a non-empty batch");
   ganops::set_batch_view(p, g.shape(0), g.size());

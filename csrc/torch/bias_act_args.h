@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "ganops/arg_text.h"
 #include "ganops/bias_act.h"
 
 namespace ganops {
@@ -29,9 +30,9 @@ inline BiasActParams bias_act_params(const at::Tensor& x, const std::optional<at
                     "ganops.bias_act: x must be dense (contiguous, channels_last or another "
                     "permutation of a contiguous layout); got strides ", x.strides(),
                     " for shape ", x.sizes(), ". Call x.contiguous() first.");
-  const ActInfo* info = find_act(act.c_str());
-  TORCH_CHECK_VALUE(info != nullptr, "ganops.bias_act: act: unknown activation '", act,
-                    "'; expected one of ", act_names());
+  const ActInfo* info = find_act(act);
+  TORCH_CHECK_VALUE(info != nullptr, "ganops.bias_act: act: unknown activation ", quote_arg(act),
+                    "; expected one of ", act_names());
   TORCH_CHECK_VALUE(!clamp.has_value() || *clamp >= 0.0,
                     "ganops.bias_act: clamp must be None or >= 0, got ", clamp.value_or(0.0));
   BiasActParams p;
@@ -39,6 +40,12 @@ inline BiasActParams bias_act_params(const at::Tensor& x, const std::optional<at
   p.alpha = alpha;
   p.gain = gain;
   p.clamp = clamp.has_value() ? *clamp : -1.0;
+  const bool double_compute = x.scalar_type() == at::kDouble;
+  const char* out_of_range = bias_act_scalar_out_of_range(p, double_compute);
+  TORCH_CHECK_VALUE(out_of_range == nullptr, "ganops.bias_act: ", out_of_range,
+                    " must be finite in ", compute_type_name(double_compute),
+                    " (the compute type for ", x.scalar_type(), " x), got ",
+                    out_of_range == std::string("gain") ? gain : alpha);
   p.numel = x.numel();
   if (b.has_value()) {
     const at::Tensor& bias = *b;

@@ -14,7 +14,7 @@ namespace {
 at::Tensor bias_act_cuda(const at::Tensor& x, const std::optional<at::Tensor>& b, int64_t dim,
                          std::string act, double alpha, double gain, std::optional<double> clamp) {
   const BiasActParams p = bias_act_params(x, b, dim, act, alpha, gain, clamp);
-  const c10::cuda::CUDAGuard guard(x.device());
+  const c10::cuda::CUDAGuard guard(x.device());  // after the checks, which name a CPU argument
   at::Tensor y = at::empty_like(x);
   at::Tensor bias;
   check_launch(cuda::bias_act_forward(p, core_dtype(x), x.const_data_ptr(), bias_data(b, bias),
@@ -27,8 +27,8 @@ at::Tensor bias_act_backward_cuda(const at::Tensor& grad, const at::Tensor& x,
                                   const std::optional<at::Tensor>& b, int64_t dim, std::string act,
                                   double alpha, double gain, std::optional<double> clamp) {
   const BiasActParams p = bias_act_params(x, b, dim, act, alpha, gain, clamp);
-  const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor dy = like_x(grad, x, "grad");
+  const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor dz = at::empty_like(x);
   at::Tensor bias;
   check_launch(cuda::bias_act_backward(p, core_dtype(x), dy.const_data_ptr(), x.const_data_ptr(),
@@ -43,9 +43,9 @@ at::Tensor bias_act_backward2_cuda(const at::Tensor& grad_grad, const at::Tensor
                                    int64_t dim, std::string act, double alpha, double gain,
                                    std::optional<double> clamp) {
   const BiasActParams p = bias_act_params(x, b, dim, act, alpha, gain, clamp);
-  const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor ddz = like_x(grad_grad, x, "grad_grad");
   const at::Tensor dy = like_x(grad, x, "grad");
+  const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor out = at::empty_like(x);
   at::Tensor bias;
   check_launch(cuda::bias_act_backward2(p, core_dtype(x), ddz.const_data_ptr(), dy.const_data_ptr(),

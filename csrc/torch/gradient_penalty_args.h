@@ -9,6 +9,7 @@
 #include <string>
 #include <tuple>
 
+#include "ganops/arg_text.h"
 #include "ganops/gradient_penalty.h"
 
 namespace ganops {
@@ -109,14 +110,24 @@ inline GradientPenaltyParams penalty_params(const at::Tensor& grad, const std::s
   TORCH_CHECK_VALUE(std::isfinite(grad_scale) && grad_scale > 0.0,
                     "ganops.gradient_penalty: grad_scale must be finite and > 0, got ", grad_scale);
   GradientPenaltyParams p = mix_params(grad);
-  TORCH_CHECK_VALUE(parse_penalty_kind(kind.c_str(), &p.kind), "ganops.gradient_penalty: kind: "
-                    "unknown penalty '", kind, "'; expected one of ", kPenaltyKindNames);
-  TORCH_CHECK_VALUE(parse_reduction(reduction.c_str(), &p.reduction), "ganops.gradient_penalty: "
-                    "reduction: unknown reduction '", reduction, "'; expected one of ",
+  TORCH_CHECK_VALUE(parse_penalty_kind(kind, &p.kind), "ganops.gradient_penalty: kind: "
+                    "unknown penalty ", quote_arg(kind), "; expected one of ", kPenaltyKindNames);
+  TORCH_CHECK_VALUE(parse_reduction(reduction, &p.reduction), "ganops.gradient_penalty: "
+                    "reduction: unknown reduction ", quote_arg(reduction), "; expected one of ",
                     kReductionNames);
   p.target = target;
   p.weight = weight;
   p.grad_scale = grad_scale;
+  const bool double_compute = grad.scalar_type() == at::kDouble;
+  if (const char* name = penalty_scalar_out_of_range(p, double_compute)) {
+    const double value = name == std::string("grad_scale") ? grad_scale
+                         : name == std::string("weight")   ? weight
+                                                           : target;
+    TORCH_CHECK_VALUE(false, "ganops.gradient_penalty: ", name, " must be within the range of ",
+                      compute_type_name(double_compute), " (the compute type for a ",
+                      grad.scalar_type(), " grad)",
+                      name == std::string("grad_scale") ? ", squared" : "", ", got ", value);
+  }
   return p;
 }
 

@@ -18,8 +18,9 @@ namespace {
 
 at::Tensor mix_cuda(const at::Tensor& input, const at::Tensor& other, const at::Tensor& coef,
                     MixMode mode, const char* op, const char* other_name, const char* coef_name) {
-  const c10::cuda::CUDAGuard guard(input.device());
+  // Checks first: a guard built on a CPU argument would fail with CUDAGuardImpl's own message.
   const MixArgs m = mix_args(input, other, coef, op, other_name, coef_name);
+  const c10::cuda::CUDAGuard guard(input.device());
   at::Tensor x = at::empty_strided(m.a.sizes(), m.a.strides(), m.a.options());
   check_launch(cuda::mix_samples(m.p, mode, core_dtype(m.a), m.a.const_data_ptr(),
                                  m.b.const_data_ptr(), m.c.const_data_ptr(), x.mutable_data_ptr(),
@@ -59,10 +60,10 @@ at::Tensor gradient_penalty_backward_cuda(const at::Tensor& grad_output, const a
                                           const at::Tensor& norms, std::string kind, double target,
                                           double weight, double grad_scale, std::string reduction) {
   const GradientPenaltyParams p = penalty_params(grad, kind, target, weight, grad_scale, reduction);
-  const c10::cuda::CUDAGuard guard(grad.device());
   const at::Tensor g = batch_major(grad);
   const at::Tensor gout = acc_vector(grad_output, grad, p.outputs(), "grad_output");
   const at::Tensor n = acc_vector(norms, grad, p.batch, "norms");
+  const c10::cuda::CUDAGuard guard(grad.device());
   at::Tensor dg = at::empty_strided(g.sizes(), g.strides(), g.options());
   check_launch(cuda::gradient_penalty_backward(p, core_dtype(grad), gout.const_data_ptr(),
                                                g.const_data_ptr(), n.const_data_ptr(),

@@ -17,16 +17,16 @@ def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-# Independent NumPy formulas for f and f' (test ground truth).
+# Independent NumPy formulas for f and f' (test ground truth); at z = 0, f' follows torch.
 NUMPY_ACTS = {
     "linear": (lambda z, a: z, lambda z, a: np.ones_like(z)),
     "relu": (lambda z, a: np.maximum(z, 0), lambda z, a: (z > 0).astype(z.dtype)),
-    "lrelu": (lambda z, a: np.where(z >= 0, z, a * z), lambda z, a: np.where(z >= 0, 1.0, a)),
+    "lrelu": (lambda z, a: np.where(z >= 0, z, a * z), lambda z, a: np.where(z > 0, 1.0, a)),
     "tanh": (lambda z, a: np.tanh(z), lambda z, a: 1 - np.tanh(z) ** 2),
     "sigmoid": (lambda z, a: _sigmoid(z), lambda z, a: _sigmoid(z) * (1 - _sigmoid(z))),
-    "elu": (lambda z, a: np.where(z >= 0, z, np.expm1(z)), lambda z, a: np.where(z >= 0, 1.0, np.exp(z))),
+    "elu": (lambda z, a: np.where(z >= 0, z, np.expm1(z)), lambda z, a: np.where(z > 0, 1.0, np.exp(z))),
     "selu": (lambda z, a: SELU_SCALE * np.where(z >= 0, z, SELU_ALPHA * np.expm1(z)),
-             lambda z, a: SELU_SCALE * np.where(z >= 0, 1.0, SELU_ALPHA * np.exp(z))),
+             lambda z, a: SELU_SCALE * np.where(z > 0, 1.0, SELU_ALPHA * np.exp(z))),
     "softplus": (lambda z, a: np.logaddexp(0, z), lambda z, a: _sigmoid(z)),
     "swish": (lambda z, a: z * _sigmoid(z), lambda z, a: _sigmoid(z) * (1 + z * (1 - _sigmoid(z)))),
     "gelu": (lambda z, a: z * 0.5 * (1 + _erf(z / math.sqrt(2))),

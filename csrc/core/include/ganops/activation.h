@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <string_view>
 #include <type_traits>
 
 #include "ganops/macros.h"
@@ -58,10 +59,12 @@ inline const ActInfo* act_table() {
   return table;
 }
 
-// Returns nullptr for an unknown name; adapters turn that into an error naming `act`.
-inline const ActInfo* find_act(const char* name) {
+// Returns nullptr for an unknown name; adapters turn that into an error naming `act`. The name
+// is a string_view, not a C string, so that "relu\0junk" from Python is unknown rather than
+// read as "relu".
+inline const ActInfo* find_act(std::string_view name) {
   for (int i = 0; i < static_cast<int>(Act::kCount); ++i) {
-    if (std::strcmp(act_table()[i].name, name) == 0) return &act_table()[i];
+    if (name == act_table()[i].name) return &act_table()[i];
   }
   return nullptr;
 }
@@ -173,7 +176,8 @@ struct Activation<Act::kLinear, A> {
 
 template <typename A>
 struct Activation<Act::kRelu, A> {
-  static GANOPS_HD A f(A z, A) { return z > A(0) ? z : A(0); }
+  // `z < 0` rather than `z > 0` so that NaN passes through, as torch.relu and tf.nn.relu keep it.
+  static GANOPS_HD A f(A z, A) { return z < A(0) ? A(0) : z; }
   static GANOPS_HD A df(A z, A) { return z > A(0) ? A(1) : A(0); }
   static GANOPS_HD A d2f(A, A) { return A(0); }
 };
@@ -181,7 +185,8 @@ struct Activation<Act::kRelu, A> {
 template <typename A>
 struct Activation<Act::kLrelu, A> {
   static GANOPS_HD A f(A z, A alpha) { return z >= A(0) ? z : z * alpha; }
-  static GANOPS_HD A df(A z, A alpha) { return z >= A(0) ? A(1) : alpha; }
+  // At z = 0 the slope is alpha, torch's (and StyleGAN's) convention.
+  static GANOPS_HD A df(A z, A alpha) { return z > A(0) ? A(1) : alpha; }
   static GANOPS_HD A d2f(A, A) { return A(0); }
 };
 
@@ -214,8 +219,9 @@ struct Activation<Act::kSigmoid, A> {
 template <typename A>
 struct Activation<Act::kElu, A> {
   static GANOPS_HD A f(A z, A) { return z >= A(0) ? z : expm1(z); }
-  static GANOPS_HD A df(A z, A) { return z >= A(0) ? A(1) : vexp(z); }
-  static GANOPS_HD A d2f(A z, A) { return z >= A(0) ? A(0) : vexp(z); }
+  // Derivatives at z = 0 take the negative branch, as torch's elu_backward does.
+  static GANOPS_HD A df(A z, A) { return z > A(0) ? A(1) : vexp(z); }
+  static GANOPS_HD A d2f(A z, A) { return z > A(0) ? A(0) : vexp(z); }
 };
 
 template <typename A>
@@ -223,11 +229,12 @@ struct Activation<Act::kSelu, A> {
   static GANOPS_HD A f(A z, A) {
     return A(kSeluScale) * (z >= A(0) ? z : A(kSeluAlpha) * expm1(z));
   }
+  // Derivatives at z = 0 take the negative branch (scale * alpha), as torch's selu does.
   static GANOPS_HD A df(A z, A) {
-    return z >= A(0) ? A(kSeluScale) : A(kSeluScale * kSeluAlpha) * vexp(z);
+    return z > A(0) ? A(kSeluScale) : A(kSeluScale * kSeluAlpha) * vexp(z);
   }
   static GANOPS_HD A d2f(A z, A) {
-    return z >= A(0) ? A(0) : A(kSeluScale * kSeluAlpha) * vexp(z);
+    return z > A(0) ? A(0) : A(kSeluScale * kSeluAlpha) * vexp(z);
   }
 };
 
@@ -261,7 +268,12 @@ struct Activation<Act::kGelu, A> {
   static GANOPS_HD A pdf(A z) { return A(kInvSqrt2Pi) * vexp(A(-0.5) * z * z); }
   static GANOPS_HD A f(A z, A) { return z * cdf(z); }
   static GANOPS_HD A df(A z, A) { return cdf(z) + z * pdf(z); }
-  static GANOPS_HD A d2f(A z, A) { return pdf(z) * (A(2) - z * z); }
+  // Where the density underflows to 0, z * z may already be inf: 0 * inf would be NaN, while
+  // the true value is 0.
+  static GANOPS_HD A d2f(A z, A) {
+    const A density = pdf(z);
+    return density == A(0) ? A(0) : density * (A(2) - z * z);
+  }
 };
 
 template <Act kAct>

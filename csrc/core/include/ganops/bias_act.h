@@ -34,6 +34,26 @@ struct BiasActParams {
 template <typename T>
 using acc_t = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
 
+// Whether a scalar argument (a double from Python) stays finite in the compute type: float for
+// float/half/bfloat16 inputs, double for double. gain = 1e308 is finite as a double and inf as a
+// float, where it would turn every output into inf or NaN without an error.
+inline bool finite_in_compute_type(double v, bool double_compute) {
+  return std::isfinite(v) &&
+         (double_compute || std::fabs(v) <= static_cast<double>(std::numeric_limits<float>::max()));
+}
+inline const char* compute_type_name(bool double_compute) {
+  return double_compute ? "float64" : "float32";
+}
+
+// The scalar arguments of bias_act that must be finite in the compute type (clamp may be any
+// size: a clamp past the float range clamps nothing, which is what it says). Returns the name
+// of the first one that is not, or nullptr.
+inline const char* bias_act_scalar_out_of_range(const BiasActParams& p, bool double_compute) {
+  if (!finite_in_compute_type(p.gain, double_compute)) return "gain";
+  if (!finite_in_compute_type(p.alpha, double_compute)) return "alpha";
+  return nullptr;
+}
+
 // Per-element math shared by the CPU loops and the CUDA kernels. kClamp is a template
 // flag so the unclamped paths never evaluate f(z) in the backward passes.
 template <Act kAct, bool kClamp, typename A>
@@ -72,45 +92,89 @@ decltype(auto) dispatch_clamp(bool has_clamp, Fn&& fn) {
 
 namespace cpu {
 
-// Walks [begin, end) in runs of elements that share a bias layout and calls
-// body(start, count, bias_ptr, per_element) where per_element is a bool constant:
-// false: the whole run uses *bias_ptr; true: element k uses bias_ptr[k].
-template <typename A, typename Body>
-void for_each_bias_run(int64_t begin, int64_t end, const BiasActParams& p, const A* bias,
-                       Body&& body) {
-  if (bias == nullptr) {
+// Blocks of `inner` elements that share one bias value, channel after channel (NCHW-like
+// layouts), walked by run_elements in one call per range rather than one per block. (A
+// compile-time block length of 16 was tried for 4x4 maps: GCC 12 made it 40x slower.)
+struct BiasBlocks {
+  int64_t inner, channels;
+};
+
+// The bias as the CPU loops read it. Element i of x (memory order) uses channel
+// (i / inner) % channels. The walks below keep every loop over many elements at a time: run
+// lengths of 1..16 (one channel, channels_last or [N, C] with few channels, 2x2 and 4x4 maps)
+// made a bias cost 24-80x the same call without one.
+//   kScalar  one channel: one value for everything.
+//   kTable   short periods (inner == 1 with C < kMinRun, or small maps whose period is short):
+//            element by element from a table that repeats the pattern for kMinRun elements
+//            past any start, so each run covers at least kMinRun elements; inner == 1 with
+//            C >= kMinRun reads the bias itself.
+//   kBlocks  other inner > 1: blocks of `inner` elements, one value each.
+template <typename A>
+struct BiasLayout {
+  enum class Kind { kNone, kScalar, kTable, kBlocks } kind = Kind::kNone;
+  const A* values = nullptr;  // the bias, or the table
+  int64_t channels = 1, inner = 1;
+  int64_t period = 1, table_len = 0;
+  std::vector<A> storage;
+
+  static constexpr int64_t kMinRun = 256;     // elements: well past a vector loop's start cost
+  static constexpr int64_t kMaxTable = 4096;  // elements: small enough to stay in L1/L2 beside x, y
+
+  BiasLayout(const BiasActParams& p, const A* bias) : channels(p.channels), inner(p.inner) {
+    if (bias == nullptr) return;
+    values = bias;
+    period = channels * inner;
+    if (channels == 1) {
+      kind = Kind::kScalar;
+    } else if (inner == 1 && channels >= kMinRun) {
+      kind = Kind::kTable;
+      table_len = channels;
+    } else if (inner < 16 && period + kMinRun <= kMaxTable) {
+      kind = Kind::kTable;
+      table_len = period + kMinRun;
+      storage.resize(static_cast<size_t>(table_len));
+      for (int64_t j = 0; j < table_len; ++j) storage[j] = bias[(j / inner) % channels];
+      values = storage.data();
+    } else {
+      kind = Kind::kBlocks;
+    }
+  }
+  BiasLayout(const BiasLayout&) = delete;  // `values` may point into `storage`
+  BiasLayout& operator=(const BiasLayout&) = delete;
+
+  // Calls body(start, count, bias, mode) over [begin, end). mode is std::false_type (the whole
+  // run uses *bias), std::true_type (element start + k uses bias[k]) or a BiasBlocks.
+  template <typename Body>
+  void for_each_run(int64_t begin, int64_t end, Body&& body) const {
     static const A zero = A(0);
-    body(begin, end - begin, &zero, std::false_type{});
-    return;
-  }
-  const int64_t C = p.channels, inner = p.inner;
-  int64_t i = begin;
-  if (inner == 1) {  // channels fastest (channels_last, dense [N, C]): bias is a vector
-    while (i < end) {
-      const int64_t c = i % C;
-      const int64_t n = std::min(end - i, C - c);
-      body(i, n, bias + c, std::true_type{});
-      i += n;
-    }
-  } else {  // channels slower than a contiguous block: bias is one scalar per block
-    while (i < end) {
-      const int64_t c = (i / inner) % C;
-      const int64_t n = std::min(end - i, inner - i % inner);
-      body(i, n, bias + c, std::false_type{});
-      i += n;
+    switch (kind) {
+      case Kind::kNone: body(begin, end - begin, &zero, std::false_type{}); return;
+      case Kind::kScalar: body(begin, end - begin, values, std::false_type{}); return;
+      case Kind::kTable:
+        for (int64_t i = begin; i < end;) {
+          const int64_t j = i % period;
+          const int64_t n = std::min(end - i, table_len - j);
+          body(i, n, values + j, std::true_type{});
+          i += n;
+        }
+        return;
+      case Kind::kBlocks:
+        body(begin, end - begin, values, BiasBlocks{inner, channels});
+        return;
     }
   }
-}
+};
 
 // Elements per parallel task: large enough to amortise scheduling, small enough to split a
 // 32x512x32x32 activation into many tasks.
 constexpr int64_t kGrain = 1 << 15;
 
-// One run of elements sharing a bias layout: the loop the compiler vectorizes.
+// One run of elements sharing a bias layout: the loops the compiler vectorizes.
 template <typename A, typename Op, bool kPerElement>
 GANOPS_HD void run_elements(const Op& op, int64_t start, int64_t n, const A* bv,
                             std::integral_constant<bool, kPerElement>) {
   if (kPerElement) {
+#pragma GCC ivdep
     for (int64_t k = 0; k < n; ++k) op(start + k, bv[k]);
   } else {
     const A bias_value = *bv;
@@ -118,15 +182,44 @@ GANOPS_HD void run_elements(const Op& op, int64_t start, int64_t n, const A* bv,
   }
 }
 
+// A run through blocks of `inner` elements; `start` may fall inside a block. One division per
+// run, none per block.
+template <typename A, typename Op>
+GANOPS_HD void run_elements(const Op& op, int64_t start, int64_t n, const A* bias,
+                            BiasBlocks blocks) {
+  const int64_t inner = blocks.inner;
+  const int64_t end = start + n;
+  int64_t block = start / inner;
+  int64_t c = block % blocks.channels;
+  int64_t i = start;
+  // A first partial block, then whole blocks, then a last partial one. No lambda here: it would not inherit the AVX2 target of run_elements_avx2.
+  if (i % inner != 0) {
+    const int64_t stop = std::min(end, (block + 1) * inner);
+    const A bias_value = bias[c];
+    for (; i < stop; ++i) op(i, bias_value);
+    c = c + 1 == blocks.channels ? 0 : c + 1;
+  }
+  for (; i + inner <= end; i += inner) {
+    const A bias_value = bias[c];
+    // Element k reads its inputs and then writes its output, never another element's (even
+    // when TF hands the kernel y == x), so no alias check is needed before each short block.
+#pragma GCC ivdep
+    for (int64_t k = 0; k < inner; ++k) op(i + k, bias_value);
+    c = c + 1 == blocks.channels ? 0 : c + 1;
+  }
+  const A bias_value = bias[c];
+  for (; i < end; ++i) op(i, bias_value);
+}
+
 #if GANOPS_CPU_DISPATCH
 // The same loop built for AVX2 + FMA: 8 lanes instead of SSE2's 4, which is what the
 // transcendental activations (swish, sigmoid, gelu, ...) need. Only this function carries the
 // target attribute; the always-inline math it inlines is compiled for AVX2 here and nowhere
 // else, so no baseline code path can pick up AVX2 instructions.
-template <typename A, typename Op, bool kPerElement>
+template <typename A, typename Op, typename Mode>
 GANOPS_TARGET_AVX2_FMA void run_elements_avx2(const Op& op, int64_t start, int64_t n, const A* bv,
-                                              std::integral_constant<bool, kPerElement> tag) {
-  run_elements(op, start, n, bv, tag);
+                                              Mode mode) {
+  run_elements(op, start, n, bv, mode);
 }
 #endif
 
@@ -140,18 +233,17 @@ void elementwise(const BiasActParams& p, const T* b, ParallelFor&& parallel_for,
     bias.resize(static_cast<size_t>(p.channels));
     for (int64_t c = 0; c < p.channels; ++c) bias[c] = static_cast<A>(b[c]);
   }
-  const A* bias_ptr = b != nullptr ? bias.data() : nullptr;
+  const BiasLayout<A> layout(p, b != nullptr ? bias.data() : nullptr);
 #if GANOPS_CPU_DISPATCH
   const bool avx2 = cpu_has_avx2_fma();
 #endif
   parallel_for(int64_t(0), p.numel, kGrain, [&](int64_t begin, int64_t end) {
-    for_each_bias_run(begin, end, p, bias_ptr,
-                      [&](int64_t start, int64_t n, const A* bv, auto per_element) {
+    layout.for_each_run(begin, end, [&](int64_t start, int64_t n, const A* bv, auto mode) {
 #if GANOPS_CPU_DISPATCH
-                        if (avx2) return run_elements_avx2(op, start, n, bv, per_element);
+      if (avx2) return run_elements_avx2(op, start, n, bv, mode);
 #endif
-                        run_elements(op, start, n, bv, per_element);
-                      });
+      run_elements(op, start, n, bv, mode);
+    });
   });
 }
 

@@ -21,7 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "ganops/bias_act.h"  // acc_t
@@ -55,10 +55,11 @@ inline void set_batch_view(GradientPenaltyParams& p, int64_t batch, int64_t nume
 constexpr const char* kPenaltyKindNames = "norm, squared, two-sided, one-sided";
 constexpr const char* kReductionNames = "none, mean, sum";
 
-inline bool parse_penalty_kind(const char* name, PenaltyKind* kind) {
+// string_view, not C strings: "mean\0junk" is an unknown name, not "mean".
+inline bool parse_penalty_kind(std::string_view name, PenaltyKind* kind) {
   static constexpr const char* names[] = {"norm", "squared", "two-sided", "one-sided"};  // enum order
   for (int i = 0; i < 4; ++i) {
-    if (std::strcmp(name, names[i]) == 0) {
+    if (name == names[i]) {
       *kind = static_cast<PenaltyKind>(i);
       return true;
     }
@@ -66,15 +67,26 @@ inline bool parse_penalty_kind(const char* name, PenaltyKind* kind) {
   return false;
 }
 
-inline bool parse_reduction(const char* name, Reduction* reduction) {
+inline bool parse_reduction(std::string_view name, Reduction* reduction) {
   static constexpr const char* names[] = {"none", "mean", "sum"};  // enum order
   for (int i = 0; i < 3; ++i) {
-    if (std::strcmp(name, names[i]) == 0) {
+    if (name == names[i]) {
       *reduction = static_cast<Reduction>(i);
       return true;
     }
   }
   return false;
+}
+
+// Whether grad_scale, weight and target stay finite where the kernels use them: in the compute
+// type, and grad_scale also squared (the backward's coefficient is weight * grad_scale^2 * ...).
+// Returns the name of the first argument that does not, or nullptr.
+inline const char* penalty_scalar_out_of_range(const GradientPenaltyParams& p,
+                                               bool double_compute) {
+  if (!finite_in_compute_type(p.grad_scale * p.grad_scale, double_compute)) return "grad_scale";
+  if (!finite_in_compute_type(p.weight, double_compute)) return "weight";
+  if (!finite_in_compute_type(p.target, double_compute)) return "target";
+  return nullptr;
 }
 
 // Per-sample penalty math, shared by the CPU loops and the CUDA kernels.
@@ -98,20 +110,22 @@ struct PenaltyMath {
       case PenaltyKind::kNorm: return weight * n;
       case PenaltyKind::kSquared: return weight * (scale * scale * sum_sq);
       case PenaltyKind::kTwoSided: return weight * (n - target) * (n - target);
-      case PenaltyKind::kOneSided: return n > target ? weight * (n - target) * (n - target) : A(0);
+      // Written so that a NaN norm (a diverged D) gives a NaN penalty, not 0.
+      case PenaltyKind::kOneSided: return n <= target ? A(0) : weight * (n - target) * (n - target);
     }
     return A(0);
   }
 
-  // d value / d g_b = grad_coefficient(n_b) * g_b.
+  // d value / d g_b = grad_coefficient(n_b) * g_b. The tests are `n == 0` and `n <= target`, not
+  // `n > ...`, so that a NaN norm gives a NaN coefficient rather than a silent 0.
   GANOPS_HD A grad_coefficient(A n) const {
     A d_over_n = A(0);  // phi'(n) / n
     switch (kind) {
-      case PenaltyKind::kNorm: d_over_n = n > A(0) ? A(1) / n : A(0); break;
+      case PenaltyKind::kNorm: d_over_n = n == A(0) ? A(0) : A(1) / n; break;
       case PenaltyKind::kSquared: d_over_n = A(2); break;
-      case PenaltyKind::kTwoSided: d_over_n = n > A(0) ? A(2) * (n - target) / n : A(0); break;
+      case PenaltyKind::kTwoSided: d_over_n = n == A(0) ? A(0) : A(2) * (n - target) / n; break;
       case PenaltyKind::kOneSided:
-        d_over_n = (n > A(0) && n > target) ? A(2) * (n - target) / n : A(0);
+        d_over_n = (n == A(0) || n <= target) ? A(0) : A(2) * (n - target) / n;
         break;
     }
     return weight * scale * scale * d_over_n;
@@ -141,8 +155,11 @@ GANOPS_HD A mix(A a, A b, A c) {
 
 namespace cpu {
 
-// Elements per parallel task.
-constexpr int64_t kPenaltyGrain = 1 << 14;
+// Elements per parallel task, and the least work that wakes the thread pool: torch's
+// elementwise grain. Below it a pass runs on the calling thread, because on a busy machine
+// (DataLoader workers, another job) a fork/join waits for a descheduled thread, which can turn
+// microseconds into milliseconds.
+constexpr int64_t kPenaltyGrain = 1 << 15;
 
 // Sum of squares with 16 independent lanes (vectorizes without reassociation; the order is
 // fixed by n alone).

@@ -373,8 +373,11 @@ GANOPS_TARGET_AVX2_FMA void scale_block_avx2(const T* x, A scale, T* out, int64_
 #define GANOPS_SN_CALL(fn, ...) fn(__VA_ARGS__)
 #endif
 
-// Elements per parallel task for the passes over W (and the chunk of the deterministic dot).
-constexpr int64_t kSpectralGrain = 1 << 14;
+// Elements per parallel task for the passes over W (and the chunk of the deterministic dot),
+// and so the least work that wakes the thread pool: torch's elementwise grain. Smaller weights
+// (Linear(256, 128) and below) run every pass on the calling thread: on a busy machine each
+// fork/join waits for a descheduled thread, which took a 20 us weight step to 11-32 ms.
+constexpr int64_t kSpectralGrain = 1 << 15;
 
 // Most partial sums a fused pass keeps (one vector of z per group of tasks).
 constexpr int64_t kFusedGroups = 16;
