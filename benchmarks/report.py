@@ -265,6 +265,8 @@ def markdown(op, doc, meta, spec, rows, skipped, budget, extra=None):
             f"tensorflow {m.get('tensorflow', '-')}",
             f"- ganops: {m.get('ganops_path', '-')}, benchmarks at git {m.get('git') or '-'}",
             f"- load average (1, 5, 15 min) at start {m['loadavg_start']}, at end {m.get('loadavg_end')}",
+            f"- background load: " + (f"{m['background_load']} busy processes (multi-threaded torch matmul "
+                                      f"loops) ran through every timing" if m.get("background_load") else "none"),
             f"- mode: {'quick' if m.get('quick') else 'full'}; timing: median of repeated runs after warm-up "
             f"({budget['warmup']} warm-up calls{_warmup_cap(budget)}, then {budget['max_reps']} timed calls or as many "
             f"as fit in {budget['min_time_s']} s, at least {budget['min_reps']}), all ratios from this one run", ""]

@@ -1,12 +1,18 @@
 """ganops benchmark runner (`make bench`).
 
     python benchmarks/run.py [--quick] [--ops bias_act] [--out benchmarks/results] [--device cpu|cuda]
+                             [--background-load N]
 
 Times each registered op forward and forward+backward against the framework's reference
 (eager and compiled) and the memory-bound limit, writes <out>/<op>.md, .json, .png and prints
 the Markdown. The PyTorch side runs in this process; the TensorFlow side runs in a child
 process (the two frameworks' thread pools would otherwise fight over the cores) and is skipped,
 with the reason, while `ganops.tf` does not import.
+
+`--background-load N` measures on a busy machine: N other processes, each looping a
+multi-threaded torch matmul, run for the whole benchmark (results go to
+benchmarks/results/busy-N unless --out is given; README is not rewritten). It shows what a
+DataLoader or a second job does to ops that fork and join threads.
 
 `--quick` (tiny shapes, few repeats) is the smoke check: `python benchmarks/run.py --quick --out DIR`
 exits non-zero if a row of ganops itself failed.
@@ -53,10 +59,16 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--frameworks", default="torch,tf", help="comma-separated: torch, tf")
     p.add_argument("--tf-timeout", type=float, default=900, help="seconds allowed for the TF child process")
+    p.add_argument("--background-load", type=int, default=0, metavar="N",
+                   help="run N busy processes (multi-threaded torch matmul loops) during the benchmark")
     # internal: the TF child process
     p.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     p.add_argument("--rows-out", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.background_load < 0:
+        p.error("--background-load: N must be >= 0")
+    if a.background_load and a.out == DEFAULT_OUT and a.worker is None:
+        a.out = os.path.join(DEFAULT_OUT, f"busy-{a.background_load}")
     a.ops = [o.strip() for o in a.ops.split(",") if o.strip()]
     a.frameworks = [f.strip() for f in a.frameworks.split(",") if f.strip()]
     for o in a.ops:
@@ -148,6 +160,46 @@ def run_tf_side(opts):
     return result["meta"], result["rows"]
 
 
+# --------------------------------------------------------------------------- background load
+
+# Each busy process: torch's default intra-op threads (all cores), a matmul loop that keeps
+# them running, and a parent-death check so a killed benchmark leaves nothing behind.
+_BUSY_LOOP = """
+import os, sys, torch
+a = torch.randn(384, 384)
+parent = os.getppid()
+sys.stdout.write("ready\\n"); sys.stdout.flush()
+while os.getppid() == parent:
+    for _ in range(20):
+        a = torch.tanh(a @ a)
+"""
+
+
+class BackgroundLoad:
+    """N busy processes, started before the timings and stopped after them."""
+
+    def __init__(self, n):
+        self.n, self.procs = n, []
+
+    def __enter__(self):
+        for _ in range(self.n):
+            proc = subprocess.Popen([sys.executable, "-c", _BUSY_LOOP], stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, text=True)
+            self.procs.append(proc)
+        for proc in self.procs:  # timings start once every process is busy
+            proc.stdout.readline()
+        if self.n:
+            log(f"background load: {self.n} busy process(es) running")
+        return self
+
+    def __exit__(self, *exc):
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.wait()
+        return False
+
+
 # -------------------------------------------------------------------------------------- main
 
 def main(argv=None):
@@ -158,6 +210,12 @@ def main(argv=None):
     mods = {op: importlib.import_module(REGISTRY[op]) for op in opts.ops}
     meta = report.machine_info(opts.device)
     meta["quick"] = opts.quick
+    meta["background_load"] = opts.background_load
+    with BackgroundLoad(opts.background_load):
+        return _run(opts, mods, meta)
+
+
+def _run(opts, mods, meta):
     rows = {op: [] for op in opts.ops}
     skipped = {op: {} for op in opts.ops}
 
@@ -204,7 +262,8 @@ def main(argv=None):
         except Exception as exc:  # noqa: BLE001
             have_png = False
             log(f"{op}: no chart: {_reason(exc)}")
-        if os.path.abspath(opts.out) == os.path.abspath(DEFAULT_OUT) and not opts.quick:
+        if (os.path.abspath(opts.out) == os.path.abspath(DEFAULT_OUT) and not opts.quick
+                and not opts.background_load):
             rel = os.path.relpath(opts.out, os.path.dirname(README))
             machine = (f"Measured by `make bench` on {meta['cpu']}, {meta['cores']} cores, {meta['memory_gib']} GiB, "
                        f"torch {meta.get('torch', '-')}, TensorFlow {meta.get('tensorflow', '-')}, "
