@@ -24,6 +24,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from ganops.torch import _args
 from ganops.torch import _gradient_penalty_ops as _ops
 
 ops = torch.ops.ganops
@@ -42,8 +43,8 @@ KINDS = tuple(_KINDS)
 
 def _kind(kind):
     if kind not in _KINDS:
-        raise ValueError(f"ganops.gradient_penalty: kind: unknown penalty {kind!r}; expected one "
-                         f"of {', '.join(KINDS)}")
+        raise ValueError(f"ganops.gradient_penalty: kind: unknown penalty {_args.describe(kind)}; "
+                         f"expected one of {', '.join(KINDS)}")
     return _KINDS[kind]
 
 
@@ -112,12 +113,26 @@ def input_gradient(outputs: torch.Tensor, inputs: torch.Tensor, scaler=None):
     back-propagates into D's parameters (the double backward). With an enabled GradScaler the
     outputs are scaled first (PyTorch's AMP recipe for gradient penalties) and grad_scale is the
     1 / scale that the penalty applies when it reads the gradient, at no extra pass."""
+    _args.tensor(outputs, "input_gradient", "outputs")
+    _args.tensor(inputs, "input_gradient", "inputs")
     scale = _loss_scale(scaler)
     total = outputs.sum()
     if scale != 1.0:
         total = total * scale
     (grad,) = torch.autograd.grad(total, inputs, create_graph=True)
     return grad, 1.0 / scale
+
+
+def _check_grad_scale(grad_scale, grad):
+    """The penalty's second-order terms hold grad_scale^2 (times O(1) factors), computed in
+    float32 (float64 for float64 grad): a scale whose square overflows there gives inf and NaN
+    gradients, so it is refused up front."""
+    if grad.dtype not in _ops._FLOATS or not (math.isfinite(grad_scale) and grad_scale > 0):
+        return  # the op's own checks name these
+    acc = _ops.acc_dtype(grad.dtype)
+    if grad_scale * grad_scale > torch.finfo(acc).max:
+        raise ValueError(f"ganops.gradient_penalty: grad_scale must have a square that fits in "
+                         f"{acc} (the compute type for a {grad.dtype} grad), got {grad_scale!r}")
 
 
 def penalty_from_gradient(grad: torch.Tensor, kind: str = "wgan-gp", weight: Optional[float] = None,
@@ -129,11 +144,13 @@ def penalty_from_gradient(grad: torch.Tensor, kind: str = "wgan-gp", weight: Opt
     Returns the penalty (float32, float64 for float64 grad), and the per-sample norms
     n_b = grad_scale * ||grad_b|| when return_norms is set."""
     _, op_kind, default_weight, factor = _kind(kind)
-    if not isinstance(grad, torch.Tensor):
-        raise TypeError(f"ganops.gradient_penalty: grad must be a tensor, got {type(grad).__name__}")
-    w = default_weight if weight is None else float(weight)
-    penalty, norms = ops.gradient_penalty(grad, op_kind, float(target), w * factor,
-                                          float(grad_scale), reduction)
+    _args.tensor(grad, "gradient_penalty", "grad")
+    w = default_weight if weight is None else _args.real(weight, "gradient_penalty", "weight")
+    target = _args.real(target, "gradient_penalty", "target")
+    _args.string(reduction, "gradient_penalty", "reduction")
+    grad_scale = _args.real(grad_scale, "gradient_penalty", "grad_scale")
+    _check_grad_scale(grad_scale, grad)
+    penalty, norms = ops.gradient_penalty(grad, op_kind, target, w * factor, grad_scale, reduction)
     return (penalty, norms) if return_norms else penalty
 
 
@@ -163,11 +180,19 @@ def gradient_penalty(D: Callable[..., torch.Tensor], real: Optional[torch.Tensor
     has a backward of its own (lazy regularization steps); it costs a backward through D's
     forward graph. Default: on when D is a DistributedDataParallel module.
     """
+    if not callable(D):
+        raise TypeError(f"ganops.gradient_penalty: D must be a module or a callable, got "
+                        f"{type(D).__name__}")
     x = penalty_inputs(real, fake, kind, generator)
     out = D(x, **d_kwargs)
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"ganops.gradient_penalty: D must return a tensor of scores, got "
                         f"{type(out).__name__}")
+    # An integer output never requires grad: without this check it would be reported as
+    # "does not depend on its input", which sends the user looking in the wrong place.
+    if not out.dtype.is_floating_point:
+        raise TypeError(f"ganops.gradient_penalty: D's output must be floating point (real "
+                        f"scores to differentiate), got {out.dtype}")
     if out.ndim < 1 or out.shape[0] != x.shape[0]:
         raise ValueError(f"ganops.gradient_penalty: D must return one score per sample (first dim "
                          f"{x.shape[0]}), got output shape {list(out.shape)}")
@@ -268,6 +293,8 @@ class PathLengthRegularizer(nn.Module):
 
     def forward(self, images: torch.Tensor, latents: torch.Tensor, scaler=None,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        _args.tensor(images, "PathLengthRegularizer", "images")
+        _args.tensor(latents, "PathLengthRegularizer", "latents")
         if images.ndim < 2 or latents.ndim not in (2, 3) or images.shape[0] != latents.shape[0]:
             raise ValueError(f"ganops.PathLengthRegularizer: expected images (N, C, ...) and "
                              f"latents (N, w_dim) or (N, num_ws, w_dim) with the same N, got "

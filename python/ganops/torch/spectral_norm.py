@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ganops.torch import _args
 from ganops.torch import _spectral_norm_ops  # noqa: F401  (fake kernels and autograd)
 
 ops = torch.ops.ganops
@@ -33,6 +34,8 @@ def power_iteration(weight, u, v, dim=0, n_power_iterations=1, eps=1e-12):
     place. Returns (sigma, u_copy, v_copy): sigma = u^T M v for the new vectors (float32, or
     float64 for a float64 weight) and copies of u and v that later updates do not change.
     With n_power_iterations=0 (evaluation) it only computes sigma. Not differentiable."""
+    for t, arg in ((weight, "weight"), (u, "u"), (v, "v")):
+        _args.tensor(t, "power_iteration", arg)
     return ops.spectral_norm_power_iteration(weight.detach(), u, v, dim, n_power_iterations, eps)
 
 
@@ -40,6 +43,8 @@ def spectral_normalize(weight, u, v, sigma, dim=0):
     """weight / sigma, differentiable in weight through sigma = u^T M v with u, v held fixed:
     dL/dW = (G - <G, W / sigma> u v^T) / sigma. `sigma` must be the value that
     power_iteration returned for these u and v."""
+    for t, arg in ((weight, "weight"), (u, "u"), (v, "v"), (sigma, "sigma")):
+        _args.tensor(t, "spectral_normalize", arg)
     return ops.spectral_normalize(weight, u, v, sigma, dim)
 
 
@@ -55,13 +60,14 @@ class SpectralNorm(nn.Module):
 
     def __init__(self, weight, n_power_iterations=1, dim=0, eps=1e-12):
         super().__init__()
+        _args.tensor(weight, "spectral_norm", "weight")
+        dim = _args.integer(dim, "spectral_norm", "dim")
         ndim = weight.ndim
         if dim >= ndim or dim < -ndim:
             raise IndexError(f"ganops.spectral_norm: dim {dim} is out of range for a weight with "
                              f"{ndim} dims (expected [-{ndim}, {ndim - 1}])")
         _check_positive_int(n_power_iterations, "n_power_iterations")
-        if not eps > 0:
-            raise ValueError(f"ganops.spectral_norm: eps must be > 0, got {eps!r}")
+        eps = _args.positive_float(eps, "spectral_norm", "eps")
         if not weight.is_floating_point():
             raise TypeError(f"ganops.spectral_norm: the weight must be floating point, got {weight.dtype}")
         self.dim = dim if dim >= 0 else dim + ndim
@@ -103,6 +109,7 @@ def spectral_norm(module, name="weight", n_power_iterations=1, eps=1e-12, dim=No
     torch.nn.utils.parametrize.remove_parametrizations(module, name)."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"ganops.spectral_norm: module must be an nn.Module, got {type(module).__name__}")
+    _args.string(name, "spectral_norm", "name")
     weight = getattr(module, name, None)
     if not isinstance(weight, torch.Tensor):
         raise ValueError(f"ganops.spectral_norm: module '{module}' has no parameter or buffer "
