@@ -148,6 +148,50 @@ def test_penalty_scalars_must_be_numbers():
         gt.penalty_from_gradient(g, reduction=3)
 
 
+@pytest.mark.parametrize("op", ["lerp", "add"])
+def test_per_sample_mix_of_an_empty_batch(op):
+    # Zero samples are a valid batch (a data loader's last, empty shard): zero-size gradients.
+    a = torch.randn(0, 3, 2, requires_grad=True)
+    b = torch.randn(0, 3, 2, requires_grad=True)
+    c = torch.rand(0, requires_grad=True)
+    mix = ops.per_sample_lerp if op == "lerp" else ops.per_sample_add
+    y = mix(a, b, c)
+    assert y.shape == (0, 3, 2)
+    da, db, dc = torch.autograd.grad(y.sum(), (a, b, c), create_graph=True)
+    assert da.shape == a.shape and db.shape == b.shape and dc.shape == c.shape
+    # and second order, as WGAN-GP's interpolates would see it
+    (dcc,) = torch.autograd.grad(dc.sum(), b, allow_unused=True, materialize_grads=True)
+    assert dcc.shape == b.shape
+
+
+def _reference_penalty(g, kind, s):
+    n = s * g.flatten(1).norm(dim=1)
+    per = {"two-sided": (n - 1) ** 2, "one-sided": torch.relu(n - 1) ** 2, "squared": n**2,
+           "norm": n}[kind]
+    return 10 * per.mean()
+
+
+@pytest.mark.parametrize("kind", ["two-sided", "one-sided", "squared", "norm"])
+def test_double_backward_with_a_huge_grad_scale(kind):
+    # s = 1e80: s^4 overflows a Python float (and float64), yet every term of the second-order
+    # formula is finite (s^2 = 1e160 fits in float64), so the result must be too.
+    s = 1e80
+    torch.manual_seed(0)
+    g = torch.randn(3, 5, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)[:, None]
+    v = torch.randn(3, 5, dtype=torch.float64)
+    results = []
+    for fn in (lambda t: ops.gradient_penalty(t, kind, 1.0, 10.0, s, "mean")[0],
+               lambda t: _reference_penalty(t, kind, s)):
+        t = g.clone().requires_grad_()
+        (d,) = torch.autograd.grad(fn(t), t, create_graph=True)
+        (h,) = torch.autograd.grad((d * v).sum(), t)
+        results.append((d, h))
+    (d, h), (want_d, want_h) = results
+    assert torch.isfinite(h).all()
+    torch.testing.assert_close(d, want_d, rtol=1e-10, atol=0)
+    torch.testing.assert_close(h, want_h, rtol=1e-10, atol=0)
+
+
 def test_grad_scale_whose_square_overflows_is_refused():
     g = torch.randn(4, 3)
     with pytest.raises(ValueError, match="^ganops.gradient_penalty: grad_scale must have a square "

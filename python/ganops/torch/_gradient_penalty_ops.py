@@ -86,9 +86,15 @@ def _per_sample(c, like):
     return c.reshape((like.shape[0],) + (1,) * (like.ndim - 1)).to(like.dtype)
 
 
+def batch_rows(t):
+    """t as (N, elements per sample). reshape(N, -1) cannot do this for an empty tensor: -1 is
+    ambiguous there ("cannot reshape tensor of 0 elements"), and an empty batch is valid."""
+    return t.flatten(1) if t.ndim > 1 else t.unsqueeze(1)
+
+
 def _sum_per_sample(t, coef):
     """Per-sample sums of t, shaped and typed like the coefficients."""
-    return t.reshape(t.shape[0], -1).sum(1).reshape(coef.shape).to(coef.dtype)
+    return batch_rows(t).sum(1).reshape(coef.shape).to(coef.dtype)
 
 
 def _mix_setup(ctx, inputs, output):
@@ -194,10 +200,14 @@ def _penalty_backward_backward(ctx, hess):
     kind, target, weight, s, reduction = ctx.args
     acc = norms.dtype
     n_batch = grad.shape[0]
-    g = grad.to(acc).reshape(n_batch, -1)
-    h = hess.to(acc).reshape(n_batch, -1)
+    g = batch_rows(grad.to(acc))
+    h = batch_rows(hess.to(acc))
     value, slope = psi(kind, norms, target)
-    k = weight * s * s * value
+    # s^4 alone overflows a Python float (OverflowError) and a float64 for s > ~1e77, while the
+    # terms themselves stay finite: n = s ||g||, so s^2 psi'(n) = O(1 / ||g||^2) and
+    # s^2 / n = s / ||g||. Hence the products below, each finite whenever the result is.
+    s2 = s * s
+    k = weight * s2 * value
     hg = (h * g).sum(1)
     if reduction == "none":
         c = grad_output.reshape(n_batch)
@@ -212,7 +222,7 @@ def _penalty_backward_backward(ctx, hess):
             d_gout = (per.sum() / (n_batch if reduction == "mean" else 1)).reshape(grad_output.shape)
     if ctx.needs_input_grad[1]:
         safe = torch.where(norms > 0, norms, torch.ones_like(norms))
-        curv = torch.where(norms > 0, weight * s**4 * slope / safe, torch.zeros_like(norms))
+        curv = torch.where(norms > 0, weight * (s2 * slope) * (s2 / safe), torch.zeros_like(norms))
         d = c[:, None] * (k[:, None] * h + (curv * hg)[:, None] * g)
         d_grad = d.reshape(grad.shape).to(grad.dtype)
     return d_gout, d_grad, None, None, None, None, None, None
