@@ -102,25 +102,36 @@ def penalty_inputs(real: Optional[torch.Tensor], fake: Optional[torch.Tensor] = 
     return x.requires_grad_(True)
 
 
-def _loss_scale(scaler):
+def _loss_scale(scaler, like):
+    """The scaler's current scale as a 0-d float32 tensor on like's device, or None when there
+    is no scaling. Its value is never read on the host: scaler.get_scale() is .item(), a device
+    sync on every call."""
     if scaler is None or not scaler.is_enabled():
-        return 1.0
-    return float(scaler.get_scale())
+        return None
+    scale = getattr(scaler, "_scale", None)  # GradScaler's own tensor, once initialised
+    if not isinstance(scale, torch.Tensor):
+        # A GradScaler creates its tensor at its first scale() call (as it would for D's loss a
+        # moment later); any other scaler is reached through the same public method.
+        scale = scaler.scale(torch.ones((), dtype=torch.float32, device=like.device))
+    return scale.to(device=like.device, non_blocking=True)
 
 
 def input_gradient(outputs: torch.Tensor, inputs: torch.Tensor, scaler=None):
     """(d sum(outputs) / d inputs, grad_scale) with create_graph=True, so a penalty on it
     back-propagates into D's parameters (the double backward). With an enabled GradScaler the
-    outputs are scaled first (PyTorch's AMP recipe for gradient penalties) and grad_scale is the
-    1 / scale that the penalty applies when it reads the gradient, at no extra pass."""
+    outputs are scaled first (PyTorch's AMP recipe for gradient penalties) and grad_scale is
+    1 / scale as a 0-d tensor on the device (without a scaler, the float 1.0): the value that
+    penalty_from_gradient's grad_scale takes to unscale the gradient. The scale stays a tensor,
+    so no call waits for the device."""
     _args.tensor(outputs, "input_gradient", "outputs")
     _args.tensor(inputs, "input_gradient", "inputs")
-    scale = _loss_scale(scaler)
     total = outputs.sum()
-    if scale != 1.0:
-        total = total * scale
-    (grad,) = torch.autograd.grad(total, inputs, create_graph=True)
-    return grad, 1.0 / scale
+    scale = _loss_scale(scaler, total)
+    if scale is None:
+        (grad,) = torch.autograd.grad(total, inputs, create_graph=True)
+        return grad, 1.0
+    (grad,) = torch.autograd.grad(total * scale, inputs, create_graph=True)
+    return grad, scale.reciprocal()
 
 
 def _check_grad_scale(grad_scale, grad):
@@ -135,12 +146,52 @@ def _check_grad_scale(grad_scale, grad):
                          f"{acc} (the compute type for a {grad.dtype} grad), got {grad_scale!r}")
 
 
+def _penalty_with_scale_tensor(grad, op_kind, target, weight, reduction, grad_scale):
+    """The penalty of grad * grad_scale for a 0-d tensor grad_scale (AMP's 1 / scale, which
+    must not be read on the host). The op takes grad_scale as a float, so the scale is applied
+    to N-element results instead of to grad (which would be one more pass over it, and one more
+    in the backward):
+      squared:               weight (s n)^2 = s^2 * (the fused penalty at s = 1), exact at every
+                             order, reduction included (it is linear);
+      two-sided, one-sided:  (s n - target)^2 is no multiple of the unscaled penalty, so the
+                             fused op gives the differentiable per-sample norms n (kind "norm":
+                             zero gradient at a zero gradient, as the other kinds) and the rest is
+                             a few ops on N values."""
+    if grad_scale.numel() != 1 or not grad_scale.dtype.is_floating_point:
+        raise ValueError(f"ganops.gradient_penalty: grad_scale must be a float or a one-element "
+                         f"floating tensor, got a {grad_scale.dtype} tensor of shape "
+                         f"{list(grad_scale.shape)}")
+    for value, arg in ((target, "target"), (weight, "weight")):  # the "norm" op sees neither
+        if not math.isfinite(value):
+            raise ValueError(f"ganops.gradient_penalty: {arg} must be finite, got {value}")
+    if reduction not in _ops.REDUCTIONS:  # checked before any work, as the op checks it
+        raise ValueError(f"ganops.gradient_penalty: reduction: unknown reduction "
+                         f"{_args.describe(reduction)}; expected one of {', '.join(_ops.REDUCTIONS)}")
+    if op_kind == "squared":
+        penalty, norms = ops.gradient_penalty(grad, op_kind, target, weight, 1.0, reduction)
+        s = grad_scale.reshape(()).to(device=penalty.device, dtype=penalty.dtype, non_blocking=True)
+        return penalty * (s * s), norms * s
+    n, norms = ops.gradient_penalty(grad, "norm", 0.0, 1.0, 1.0, "none")
+    s = grad_scale.reshape(()).to(device=n.device, dtype=n.dtype, non_blocking=True)
+    distance = n * s - target
+    if op_kind == "one-sided":
+        distance = torch.relu(distance)  # 0 gradient at n = target, as the fused one-sided kind
+    per = distance.square() * weight
+    if reduction == "mean":
+        per = per.mean()
+    elif reduction == "sum":
+        per = per.sum()
+    return per, norms * s
+
+
 def penalty_from_gradient(grad: torch.Tensor, kind: str = "wgan-gp", weight: Optional[float] = None,
-                          target: float = 1.0, reduction: str = "mean", grad_scale: float = 1.0,
+                          target: float = 1.0, reduction: str = "mean", grad_scale=1.0,
                           return_norms: bool = False):
     """The fused penalty of `kind` on a gradient you computed yourself (e.g. StyleGAN2's R1 on
     the real logits of the main D pass): per-sample norm, penalty, weight and reduction in one
-    op, with its backward in one more. grad_scale multiplies grad as it is read (AMP's unscale).
+    op, with its backward in one more. grad_scale multiplies grad as it is read (AMP's unscale):
+    a float, or a one-element tensor such as the 1 / scale that input_gradient returns under a
+    GradScaler (applied on the device, without reading it on the host).
     Returns the penalty (float32, float64 for float64 grad), and the per-sample norms
     n_b = grad_scale * ||grad_b|| when return_norms is set."""
     _, op_kind, default_weight, factor = _kind(kind)
@@ -148,10 +199,13 @@ def penalty_from_gradient(grad: torch.Tensor, kind: str = "wgan-gp", weight: Opt
     w = default_weight if weight is None else _args.real(weight, "gradient_penalty", "weight")
     target = _args.real(target, "gradient_penalty", "target")
     _args.string(reduction, "gradient_penalty", "reduction")
-    grad_scale = _args.real(grad_scale, "gradient_penalty", "grad_scale")
-    _check_grad_scale(grad_scale, grad)
-    penalty, norms = ops.gradient_penalty(grad, op_kind, target, w * factor, grad_scale, reduction)
-    return (penalty, norms) if return_norms else penalty
+    if isinstance(grad_scale, torch.Tensor):
+        result = _penalty_with_scale_tensor(grad, op_kind, target, w * factor, reduction, grad_scale)
+    else:
+        grad_scale = _args.real(grad_scale, "gradient_penalty", "grad_scale")
+        _check_grad_scale(grad_scale, grad)
+        result = ops.gradient_penalty(grad, op_kind, target, w * factor, grad_scale, reduction)
+    return result if return_norms else result[0]
 
 
 def gradient_penalty(D: Callable[..., torch.Tensor], real: Optional[torch.Tensor],
@@ -169,9 +223,10 @@ def gradient_penalty(D: Callable[..., torch.Tensor], real: Optional[torch.Tensor
 
     D must return one score per sample or a tensor whose first dim is the batch (e.g. PatchGAN
     maps); the gradient is that of the sum of its outputs. With ``scaler`` (a
-    torch.amp.GradScaler), D's output is scaled before autograd.grad and unscaled as the penalty
-    reads the gradient: call this inside your autocast region and pass the scaler you use for
-    D's loss. Returns the penalty (a scalar for reduction "mean" or "sum", one value per sample
+    torch.amp.GradScaler), D's output is scaled by the scaler's scale tensor before
+    autograd.grad and the penalty unscales its N per-sample norms (no pass over the gradient, and
+    the scale is never read on the host, so no device sync): call this inside your autocast
+    region and pass the scaler you use for D's loss. Returns the penalty (a scalar for reduction "mean" or "sum", one value per sample
     for "none"), and the per-sample gradient norms as well when return_norms is set.
 
     use_all_parameters adds 0 * sum(D's output) to the penalty, so every parameter D's output
@@ -307,8 +362,12 @@ class PathLengthRegularizer(nn.Module):
                             dtype=images.dtype) / math.sqrt(pixels)
         grad, grad_scale = input_gradient(images * noise, latents, scaler)
         num_ws = latents.shape[1] if latents.ndim == 3 else 1
-        lengths, _ = ops.gradient_penalty(grad, "norm", 0.0, 1.0, grad_scale / math.sqrt(num_ws),
-                                          "none")
+        if isinstance(grad_scale, torch.Tensor):  # under a GradScaler: the norm is linear in it
+            lengths, _ = ops.gradient_penalty(grad, "norm", 0.0, 1.0, 1 / math.sqrt(num_ws), "none")
+            lengths = lengths * grad_scale.to(lengths.dtype)
+        else:
+            lengths, _ = ops.gradient_penalty(grad, "norm", 0.0, 1.0,
+                                              grad_scale / math.sqrt(num_ws), "none")
         pl_mean = self.pl_mean.to(lengths.dtype).lerp(lengths.mean(), self.decay)
         with torch.no_grad():
             self.pl_mean.copy_(pl_mean.detach())
