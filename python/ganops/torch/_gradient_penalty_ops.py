@@ -61,6 +61,12 @@ def _check_mix(input, other, coef, op, other_name, coef_name):
         f"ganops.{op}: {other_name} has shape {list(other.shape)} but input has {list(input.shape)}"))
     torch._check_type(other.dtype == input.dtype, lambda: (
         f"ganops.{op}: {other_name} has dtype {other.dtype} but input has {input.dtype}"))
+    # One meta argument sends the whole call here (Meta outranks CPU in dispatch): a device
+    # mismatch must be caught here, or a CPU input with a meta coefficient "succeeds" with an
+    # uninitialised CPU result.
+    for t, name in ((other, other_name), (coef, coef_name)):
+        torch._check_value(t.device == input.device, lambda: (
+            f"ganops.{op}: {name} is on {t.device} but input is on {input.device}"))
     n = input.shape[0]
     torch._check_type(coef.dtype.is_floating_point, lambda: (
         f"ganops.{op}: {coef_name} must be a floating tensor, got {coef.dtype}"))
@@ -164,6 +170,9 @@ def _penalty_backward_fake(grad_output, grad, norms, kind, target, weight, grad_
         torch._check_type(t.dtype == acc, lambda: (
             f"ganops.gradient_penalty_backward: {name} must be {acc} for a {grad.dtype} grad, "
             f"got {t.dtype}"))
+        torch._check_value(t.device == grad.device, lambda: (  # see _check_mix
+            f"ganops.gradient_penalty_backward: {name} is on {t.device} but grad is on "
+            f"{grad.device}"))
     return _batch_major_like(grad)
 
 
