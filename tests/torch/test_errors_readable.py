@@ -198,3 +198,17 @@ def test_grad_scale_whose_square_overflows_is_refused():
                                          "that fits in torch.float32.*got 1e\\+20$"):
         gt.penalty_from_gradient(g, grad_scale=1e20)
     gt.penalty_from_gradient(g.double(), grad_scale=1e20)  # float64 computes in float64
+
+
+def test_tensor_grad_scale_arguments():
+    # The tensor path computes the penalty from the norms op, which sees neither target nor
+    # weight: it must check them itself, and the scale's shape, as the float path's op does.
+    g = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="ganops.gradient_penalty: grad_scale must be a float or a one-element floating tensor"):
+        gt.penalty_from_gradient(g, grad_scale=torch.ones(2))
+    with pytest.raises(ValueError, match="ganops.gradient_penalty: grad_scale must be a float or a one-element floating tensor"):
+        gt.penalty_from_gradient(g, grad_scale=torch.ones((), dtype=torch.int64))
+    with pytest.raises(ValueError, match="ganops.gradient_penalty: target must be finite"):
+        gt.penalty_from_gradient(g, target=float("nan"), grad_scale=torch.tensor(0.5))
+    with pytest.raises(ValueError, match="ganops.gradient_penalty: reduction: unknown reduction 'avg'"):
+        gt.penalty_from_gradient(g, reduction="avg", grad_scale=torch.tensor(0.5))
