@@ -4,6 +4,7 @@ through D's double backward. The discriminators are built twice, from ganops lay
 (FusedLeakyReLU, spectral_norm) and from torch's own (conv bias + leaky_relu * sqrt(2),
 torch.nn.utils.parametrizations.spectral_norm), with the same weights: this is where the
 second-order gradients of the fused ops are used for real."""
+import contextlib
 import math
 
 import pytest
@@ -288,6 +289,105 @@ def test_disabled_scaler_is_ignored():
     a = gt.gradient_penalty(D, real, fake, scaler=scaler, generator=torch.Generator().manual_seed(0))
     b = gt.gradient_penalty(D, real, fake, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
+
+
+class _StandInScaler:
+    """A scaler with GradScaler's public interface and no `_scale` attribute (a wrapper, or a
+    scaler of another library): reached through scale() only."""
+
+    def __init__(self, scale):
+        self._value = torch.tensor(scale, dtype=torch.float32)
+
+    def is_enabled(self):
+        return True
+
+    def scale(self, outputs):
+        return outputs * self._value
+
+    def get_scale(self):
+        raise AssertionError("get_scale() is .item(): a host sync per penalty")
+
+
+@contextlib.contextmanager
+def _no_host_reads():
+    """Makes every Python-side read of a tensor's value on the host fail: on a GPU each is a
+    device sync (GradScaler.get_scale() is one, through .item())."""
+    def fail(*args, **kwargs):
+        raise AssertionError("a tensor's value was read on the host (a device sync on a GPU)")
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+            patch.setattr(torch.Tensor, name, fail)
+        patch.setattr(torch.amp.GradScaler, "get_scale", fail)
+        yield
+
+
+def _scalers():
+    used = torch.amp.GradScaler("cpu", init_scale=2.0**14)
+    used.scale(torch.ones(()))  # initialised: its scale tensor exists
+    return {"GradScaler before its first scale()": torch.amp.GradScaler("cpu", init_scale=2.0**14),
+            "GradScaler in use": used, "stand-in": _StandInScaler(2.0**14)}
+
+
+@pytest.mark.parametrize("scaler_name", ["GradScaler before its first scale()", "GradScaler in use", "stand-in"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_grad_scaler_without_host_sync_matches_the_unscaled_run(scaler_name, reduction):
+    """The scale stays a device tensor: the scaled run reads no tensor on the host (get_scale()
+    would, once per call) and gives the unscaled run's penalty, norms and parameter gradients
+    (a power-of-two scale is undone exactly; the last ulps may differ where the penalty is
+    computed from the norms in torch ops rather than in the fused op)."""
+    real, fake = _batch()
+    for kind in KINDS:
+        f = fake if TAKES_FAKE[kind] else None
+        D = _discriminator(True, False)
+        want, want_norms = gt.gradient_penalty(D, real, f, kind=kind, reduction=reduction, return_norms=True,
+                                               generator=torch.Generator().manual_seed(5))
+        want.sum().backward()
+        want_grads = _param_grads(D)
+        D.zero_grad()
+        scaler = _scalers()[scaler_name]
+        with _no_host_reads():
+            got, got_norms = gt.gradient_penalty(D, real, f, kind=kind, reduction=reduction, scaler=scaler,
+                                                 return_norms=True, generator=torch.Generator().manual_seed(5))
+            got.sum().backward()
+        assert got.dtype == want.dtype and got.shape == want.shape
+        torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-13, atol=0)
+        torch.testing.assert_close(got_norms, want_norms, rtol=0, atol=0)
+        _assert_grads_close(_param_grads(D), want_grads, rtol=1e-12, atol=1e-15)
+
+
+def test_scaled_gradient_takes_a_tensor_grad_scale():
+    """penalty_from_gradient with grad_scale a 0-d tensor (input_gradient's 1 / scale under a
+    scaler) equals the float grad_scale, first and second order, for every kind."""
+    g = torch.randn(5, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    g[2] = 0  # a zero gradient: zero gradient, never NaN
+    v = torch.randn(g.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    for kind in KINDS:
+        results = []
+        for scale in (0.25, torch.tensor(0.25)):
+            t = (g * 4).requires_grad_()
+            with _no_host_reads():
+                p, n = gt.penalty_from_gradient(t, kind, reduction="sum", grad_scale=scale, return_norms=True)
+                (d,) = torch.autograd.grad(p, t, create_graph=True)
+                (h,) = torch.autograd.grad((d * v).sum(), t)
+            results.append((p, n, d, h))
+        for got, want in zip(results[1], results[0]):
+            torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-15)
+
+
+def test_path_length_regularizer_with_a_scaler():
+    G = _Generator()
+    ws = torch.randn(3, 4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ws.requires_grad_(True)
+    want = gt.PathLengthRegularizer().double()(G(ws), ws, generator=torch.Generator().manual_seed(1))
+    want_grad = torch.autograd.grad(want, ws)[0]
+    scaler = _scalers()["GradScaler in use"]
+    with _no_host_reads():
+        got = gt.PathLengthRegularizer().double()(G(ws), ws, scaler=scaler,
+                                                  generator=torch.Generator().manual_seed(1))
+        got_grad = torch.autograd.grad(got, ws)[0]
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=0)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-12, atol=1e-15)
 
 
 def test_lazy_regularization():

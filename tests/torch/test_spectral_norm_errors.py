@@ -132,9 +132,9 @@ def test_module_dim_out_of_range():
             gt.spectral_norm(nn.Linear(3, 4), dim=dim)
 
 
-@pytest.mark.parametrize("eps", [0.0, -1e-12, float("nan")])
+@pytest.mark.parametrize("eps", [0.0, -1e-12, float("nan"), float("inf")])
 def test_module_eps_must_be_positive(eps):
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match="ganops.spectral_norm: eps must be a positive float"):
         gt.spectral_norm(nn.Linear(3, 4), eps=eps)
 
 

@@ -27,6 +27,14 @@ def _check(x, b, dim, act, clamp):
         torch._check(b.ndim == 1 and b.shape[0] == x.shape[dim],
                      lambda: f"ganops.bias_act: b must be 1-D with x.shape[{dim}] elements, got shape {tuple(b.shape)}")
         torch._check(b.dtype == x.dtype, lambda: f"ganops.bias_act: b has dtype {b.dtype} but x has {x.dtype}")
+        _check_same_device(b, "b", x)
+
+
+def _check_same_device(t, name, x):
+    # One meta argument sends the whole call here (Meta outranks CPU in dispatch), so without
+    # this a CPU x with a meta b would "succeed" with an uninitialised CPU result.
+    torch._check_value(t.device == x.device, lambda: (
+        f"ganops.bias_act: {name} is on {t.device} but x is on {x.device}"))
 
 
 @torch.library.register_fake("ganops::bias_act")
@@ -39,12 +47,15 @@ def _bias_act_fake(x, b, dim, act, alpha, gain, clamp):
 def _bias_act_backward_fake(grad, x, b, dim, act, alpha, gain, clamp):
     _check(x, b, dim, act, clamp)
     torch._check(grad.shape == x.shape, lambda: "ganops.bias_act: grad must have x's shape")
+    _check_same_device(grad, "grad", x)
     return torch.empty_like(x)
 
 
 @torch.library.register_fake("ganops::bias_act_backward2")
 def _bias_act_backward2_fake(grad_grad, grad, x, b, dim, act, alpha, gain, clamp):
     _check(x, b, dim, act, clamp)
+    _check_same_device(grad, "grad", x)
+    _check_same_device(grad_grad, "grad_grad", x)
     return torch.empty_like(x)
 
 

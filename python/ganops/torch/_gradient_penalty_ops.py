@@ -61,6 +61,12 @@ def _check_mix(input, other, coef, op, other_name, coef_name):
         f"ganops.{op}: {other_name} has shape {list(other.shape)} but input has {list(input.shape)}"))
     torch._check_type(other.dtype == input.dtype, lambda: (
         f"ganops.{op}: {other_name} has dtype {other.dtype} but input has {input.dtype}"))
+    # One meta argument sends the whole call here (Meta outranks CPU in dispatch): a device
+    # mismatch must be caught here, or a CPU input with a meta coefficient "succeeds" with an
+    # uninitialised CPU result.
+    for t, name in ((other, other_name), (coef, coef_name)):
+        torch._check_value(t.device == input.device, lambda: (
+            f"ganops.{op}: {name} is on {t.device} but input is on {input.device}"))
     n = input.shape[0]
     torch._check_type(coef.dtype.is_floating_point, lambda: (
         f"ganops.{op}: {coef_name} must be a floating tensor, got {coef.dtype}"))
@@ -86,9 +92,15 @@ def _per_sample(c, like):
     return c.reshape((like.shape[0],) + (1,) * (like.ndim - 1)).to(like.dtype)
 
 
+def batch_rows(t):
+    """t as (N, elements per sample). reshape(N, -1) cannot do this for an empty tensor: -1 is
+    ambiguous there ("cannot reshape tensor of 0 elements"), and an empty batch is valid."""
+    return t.flatten(1) if t.ndim > 1 else t.unsqueeze(1)
+
+
 def _sum_per_sample(t, coef):
     """Per-sample sums of t, shaped and typed like the coefficients."""
-    return t.reshape(t.shape[0], -1).sum(1).reshape(coef.shape).to(coef.dtype)
+    return batch_rows(t).sum(1).reshape(coef.shape).to(coef.dtype)
 
 
 def _mix_setup(ctx, inputs, output):
@@ -158,6 +170,9 @@ def _penalty_backward_fake(grad_output, grad, norms, kind, target, weight, grad_
         torch._check_type(t.dtype == acc, lambda: (
             f"ganops.gradient_penalty_backward: {name} must be {acc} for a {grad.dtype} grad, "
             f"got {t.dtype}"))
+        torch._check_value(t.device == grad.device, lambda: (  # see _check_mix
+            f"ganops.gradient_penalty_backward: {name} is on {t.device} but grad is on "
+            f"{grad.device}"))
     return _batch_major_like(grad)
 
 
@@ -194,10 +209,14 @@ def _penalty_backward_backward(ctx, hess):
     kind, target, weight, s, reduction = ctx.args
     acc = norms.dtype
     n_batch = grad.shape[0]
-    g = grad.to(acc).reshape(n_batch, -1)
-    h = hess.to(acc).reshape(n_batch, -1)
+    g = batch_rows(grad.to(acc))
+    h = batch_rows(hess.to(acc))
     value, slope = psi(kind, norms, target)
-    k = weight * s * s * value
+    # s^4 alone overflows a Python float (OverflowError) and a float64 for s > ~1e77, while the
+    # terms themselves stay finite: n = s ||g||, so s^2 psi'(n) = O(1 / ||g||^2) and
+    # s^2 / n = s / ||g||. Hence the products below, each finite whenever the result is.
+    s2 = s * s
+    k = weight * s2 * value
     hg = (h * g).sum(1)
     if reduction == "none":
         c = grad_output.reshape(n_batch)
@@ -212,7 +231,7 @@ def _penalty_backward_backward(ctx, hess):
             d_gout = (per.sum() / (n_batch if reduction == "mean" else 1)).reshape(grad_output.shape)
     if ctx.needs_input_grad[1]:
         safe = torch.where(norms > 0, norms, torch.ones_like(norms))
-        curv = torch.where(norms > 0, weight * s**4 * slope / safe, torch.zeros_like(norms))
+        curv = torch.where(norms > 0, weight * (s2 * slope) * (s2 / safe), torch.zeros_like(norms))
         d = c[:, None] * (k[:, None] * h + (curv * hg)[:, None] * g)
         d_grad = d.reshape(grad.shape).to(grad.dtype)
     return d_gout, d_grad, None, None, None, None, None, None

@@ -5,6 +5,7 @@ from typing import Optional
 import torch
 
 from ganops import _activations
+from ganops.torch import _args
 
 
 def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
@@ -24,6 +25,9 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
 
     First and second derivatives with respect to x and b are exact.
     """
+    _args.tensor(x, "bias_act", "x")
+    _args.tensor(b, "bias_act", "b", optional=True)
+    dim = _args.integer(dim, "bias_act", "dim")
     alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
     return torch.ops.ganops.bias_act(x, b, dim, act, alpha, gain, clamp)
 
@@ -33,6 +37,10 @@ def fused_leaky_relu(input: torch.Tensor, bias: Optional[torch.Tensor] = None,
     """``leaky_relu(input + bias, negative_slope) * scale`` with the bias on dim 1: the signature
     and math of the fused op in popular StyleGAN2 PyTorch code (which, on CPU, ignores
     negative_slope; this one does not)."""
+    _args.tensor(input, "fused_leaky_relu", "input")
+    _args.tensor(bias, "fused_leaky_relu", "bias", optional=True)
+    negative_slope = _args.real(negative_slope, "fused_leaky_relu", "negative_slope")
+    scale = _args.real(scale, "fused_leaky_relu", "scale")
     if bias is not None:
         bias = bias.to(input.dtype)
-    return torch.ops.ganops.bias_act(input, bias, 1, "lrelu", float(negative_slope), float(scale), None)
+    return torch.ops.ganops.bias_act(input, bias, 1, "lrelu", negative_slope, scale, None)

@@ -24,6 +24,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from ganops.torch import _args
 from ganops.torch import _gradient_penalty_ops as _ops
 
 ops = torch.ops.ganops
@@ -42,8 +43,8 @@ KINDS = tuple(_KINDS)
 
 def _kind(kind):
     if kind not in _KINDS:
-        raise ValueError(f"ganops.gradient_penalty: kind: unknown penalty {kind!r}; expected one "
-                         f"of {', '.join(KINDS)}")
+        raise ValueError(f"ganops.gradient_penalty: kind: unknown penalty {_args.describe(kind)}; "
+                         f"expected one of {', '.join(KINDS)}")
     return _KINDS[kind]
 
 
@@ -101,40 +102,110 @@ def penalty_inputs(real: Optional[torch.Tensor], fake: Optional[torch.Tensor] = 
     return x.requires_grad_(True)
 
 
-def _loss_scale(scaler):
+def _loss_scale(scaler, like):
+    """The scaler's current scale as a 0-d float32 tensor on like's device, or None when there
+    is no scaling. Its value is never read on the host: scaler.get_scale() is .item(), a device
+    sync on every call."""
     if scaler is None or not scaler.is_enabled():
-        return 1.0
-    return float(scaler.get_scale())
+        return None
+    scale = getattr(scaler, "_scale", None)  # GradScaler's own tensor, once initialised
+    if not isinstance(scale, torch.Tensor):
+        # A GradScaler creates its tensor at its first scale() call (as it would for D's loss a
+        # moment later); any other scaler is reached through the same public method.
+        scale = scaler.scale(torch.ones((), dtype=torch.float32, device=like.device))
+    return scale.to(device=like.device, non_blocking=True)
 
 
 def input_gradient(outputs: torch.Tensor, inputs: torch.Tensor, scaler=None):
     """(d sum(outputs) / d inputs, grad_scale) with create_graph=True, so a penalty on it
     back-propagates into D's parameters (the double backward). With an enabled GradScaler the
-    outputs are scaled first (PyTorch's AMP recipe for gradient penalties) and grad_scale is the
-    1 / scale that the penalty applies when it reads the gradient, at no extra pass."""
-    scale = _loss_scale(scaler)
+    outputs are scaled first (PyTorch's AMP recipe for gradient penalties) and grad_scale is
+    1 / scale as a 0-d tensor on the device (without a scaler, the float 1.0): the value that
+    penalty_from_gradient's grad_scale takes to unscale the gradient. The scale stays a tensor,
+    so no call waits for the device."""
+    _args.tensor(outputs, "input_gradient", "outputs")
+    _args.tensor(inputs, "input_gradient", "inputs")
     total = outputs.sum()
-    if scale != 1.0:
-        total = total * scale
-    (grad,) = torch.autograd.grad(total, inputs, create_graph=True)
-    return grad, 1.0 / scale
+    scale = _loss_scale(scaler, total)
+    if scale is None:
+        (grad,) = torch.autograd.grad(total, inputs, create_graph=True)
+        return grad, 1.0
+    (grad,) = torch.autograd.grad(total * scale, inputs, create_graph=True)
+    return grad, scale.reciprocal()
+
+
+def _check_grad_scale(grad_scale, grad):
+    """The penalty's second-order terms hold grad_scale^2 (times O(1) factors), computed in
+    float32 (float64 for float64 grad): a scale whose square overflows there gives inf and NaN
+    gradients, so it is refused up front."""
+    if grad.dtype not in _ops._FLOATS or not (math.isfinite(grad_scale) and grad_scale > 0):
+        return  # the op's own checks name these
+    acc = _ops.acc_dtype(grad.dtype)
+    if grad_scale * grad_scale > torch.finfo(acc).max:
+        raise ValueError(f"ganops.gradient_penalty: grad_scale must have a square that fits in "
+                         f"{acc} (the compute type for a {grad.dtype} grad), got {grad_scale!r}")
+
+
+def _penalty_with_scale_tensor(grad, op_kind, target, weight, reduction, grad_scale):
+    """The penalty of grad * grad_scale for a 0-d tensor grad_scale (AMP's 1 / scale, which
+    must not be read on the host). The op takes grad_scale as a float, so the scale is applied
+    to N-element results instead of to grad (which would be one more pass over it, and one more
+    in the backward):
+      squared:               weight (s n)^2 = s^2 * (the fused penalty at s = 1), exact at every
+                             order, reduction included (it is linear);
+      two-sided, one-sided:  (s n - target)^2 is no multiple of the unscaled penalty, so the
+                             fused op gives the differentiable per-sample norms n (kind "norm":
+                             zero gradient at a zero gradient, as the other kinds) and the rest is
+                             a few ops on N values."""
+    if grad_scale.numel() != 1 or not grad_scale.dtype.is_floating_point:
+        raise ValueError(f"ganops.gradient_penalty: grad_scale must be a float or a one-element "
+                         f"floating tensor, got a {grad_scale.dtype} tensor of shape "
+                         f"{list(grad_scale.shape)}")
+    for value, arg in ((target, "target"), (weight, "weight")):  # the "norm" op sees neither
+        if not math.isfinite(value):
+            raise ValueError(f"ganops.gradient_penalty: {arg} must be finite, got {value}")
+    if reduction not in _ops.REDUCTIONS:  # checked before any work, as the op checks it
+        raise ValueError(f"ganops.gradient_penalty: reduction: unknown reduction "
+                         f"{_args.describe(reduction)}; expected one of {', '.join(_ops.REDUCTIONS)}")
+    if op_kind == "squared":
+        penalty, norms = ops.gradient_penalty(grad, op_kind, target, weight, 1.0, reduction)
+        s = grad_scale.reshape(()).to(device=penalty.device, dtype=penalty.dtype, non_blocking=True)
+        return penalty * (s * s), norms * s
+    n, norms = ops.gradient_penalty(grad, "norm", 0.0, 1.0, 1.0, "none")
+    s = grad_scale.reshape(()).to(device=n.device, dtype=n.dtype, non_blocking=True)
+    distance = n * s - target
+    if op_kind == "one-sided":
+        distance = torch.relu(distance)  # 0 gradient at n = target, as the fused one-sided kind
+    per = distance.square() * weight
+    if reduction == "mean":
+        per = per.mean()
+    elif reduction == "sum":
+        per = per.sum()
+    return per, norms * s
 
 
 def penalty_from_gradient(grad: torch.Tensor, kind: str = "wgan-gp", weight: Optional[float] = None,
-                          target: float = 1.0, reduction: str = "mean", grad_scale: float = 1.0,
+                          target: float = 1.0, reduction: str = "mean", grad_scale=1.0,
                           return_norms: bool = False):
     """The fused penalty of `kind` on a gradient you computed yourself (e.g. StyleGAN2's R1 on
     the real logits of the main D pass): per-sample norm, penalty, weight and reduction in one
-    op, with its backward in one more. grad_scale multiplies grad as it is read (AMP's unscale).
+    op, with its backward in one more. grad_scale multiplies grad as it is read (AMP's unscale):
+    a float, or a one-element tensor such as the 1 / scale that input_gradient returns under a
+    GradScaler (applied on the device, without reading it on the host).
     Returns the penalty (float32, float64 for float64 grad), and the per-sample norms
     n_b = grad_scale * ||grad_b|| when return_norms is set."""
     _, op_kind, default_weight, factor = _kind(kind)
-    if not isinstance(grad, torch.Tensor):
-        raise TypeError(f"ganops.gradient_penalty: grad must be a tensor, got {type(grad).__name__}")
-    w = default_weight if weight is None else float(weight)
-    penalty, norms = ops.gradient_penalty(grad, op_kind, float(target), w * factor,
-                                          float(grad_scale), reduction)
-    return (penalty, norms) if return_norms else penalty
+    _args.tensor(grad, "gradient_penalty", "grad")
+    w = default_weight if weight is None else _args.real(weight, "gradient_penalty", "weight")
+    target = _args.real(target, "gradient_penalty", "target")
+    _args.string(reduction, "gradient_penalty", "reduction")
+    if isinstance(grad_scale, torch.Tensor):
+        result = _penalty_with_scale_tensor(grad, op_kind, target, w * factor, reduction, grad_scale)
+    else:
+        grad_scale = _args.real(grad_scale, "gradient_penalty", "grad_scale")
+        _check_grad_scale(grad_scale, grad)
+        result = ops.gradient_penalty(grad, op_kind, target, w * factor, grad_scale, reduction)
+    return result if return_norms else result[0]
 
 
 def gradient_penalty(D: Callable[..., torch.Tensor], real: Optional[torch.Tensor],
@@ -152,9 +223,10 @@ def gradient_penalty(D: Callable[..., torch.Tensor], real: Optional[torch.Tensor
 
     D must return one score per sample or a tensor whose first dim is the batch (e.g. PatchGAN
     maps); the gradient is that of the sum of its outputs. With ``scaler`` (a
-    torch.amp.GradScaler), D's output is scaled before autograd.grad and unscaled as the penalty
-    reads the gradient: call this inside your autocast region and pass the scaler you use for
-    D's loss. Returns the penalty (a scalar for reduction "mean" or "sum", one value per sample
+    torch.amp.GradScaler), D's output is scaled by the scaler's scale tensor before
+    autograd.grad and the penalty unscales its N per-sample norms (no pass over the gradient, and
+    the scale is never read on the host, so no device sync): call this inside your autocast
+    region and pass the scaler you use for D's loss. Returns the penalty (a scalar for reduction "mean" or "sum", one value per sample
     for "none"), and the per-sample gradient norms as well when return_norms is set.
 
     use_all_parameters adds 0 * sum(D's output) to the penalty, so every parameter D's output
@@ -163,11 +235,19 @@ def gradient_penalty(D: Callable[..., torch.Tensor], real: Optional[torch.Tensor
     has a backward of its own (lazy regularization steps); it costs a backward through D's
     forward graph. Default: on when D is a DistributedDataParallel module.
     """
+    if not callable(D):
+        raise TypeError(f"ganops.gradient_penalty: D must be a module or a callable, got "
+                        f"{type(D).__name__}")
     x = penalty_inputs(real, fake, kind, generator)
     out = D(x, **d_kwargs)
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"ganops.gradient_penalty: D must return a tensor of scores, got "
                         f"{type(out).__name__}")
+    # An integer output never requires grad: without this check it would be reported as
+    # "does not depend on its input", which sends the user looking in the wrong place.
+    if not out.dtype.is_floating_point:
+        raise TypeError(f"ganops.gradient_penalty: D's output must be floating point (real "
+                        f"scores to differentiate), got {out.dtype}")
     if out.ndim < 1 or out.shape[0] != x.shape[0]:
         raise ValueError(f"ganops.gradient_penalty: D must return one score per sample (first dim "
                          f"{x.shape[0]}), got output shape {list(out.shape)}")
@@ -268,6 +348,8 @@ class PathLengthRegularizer(nn.Module):
 
     def forward(self, images: torch.Tensor, latents: torch.Tensor, scaler=None,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        _args.tensor(images, "PathLengthRegularizer", "images")
+        _args.tensor(latents, "PathLengthRegularizer", "latents")
         if images.ndim < 2 or latents.ndim not in (2, 3) or images.shape[0] != latents.shape[0]:
             raise ValueError(f"ganops.PathLengthRegularizer: expected images (N, C, ...) and "
                              f"latents (N, w_dim) or (N, num_ws, w_dim) with the same N, got "
@@ -280,8 +362,12 @@ class PathLengthRegularizer(nn.Module):
                             dtype=images.dtype) / math.sqrt(pixels)
         grad, grad_scale = input_gradient(images * noise, latents, scaler)
         num_ws = latents.shape[1] if latents.ndim == 3 else 1
-        lengths, _ = ops.gradient_penalty(grad, "norm", 0.0, 1.0, grad_scale / math.sqrt(num_ws),
-                                          "none")
+        if isinstance(grad_scale, torch.Tensor):  # under a GradScaler: the norm is linear in it
+            lengths, _ = ops.gradient_penalty(grad, "norm", 0.0, 1.0, 1 / math.sqrt(num_ws), "none")
+            lengths = lengths * grad_scale.to(lengths.dtype)
+        else:
+            lengths, _ = ops.gradient_penalty(grad, "norm", 0.0, 1.0,
+                                              grad_scale / math.sqrt(num_ws), "none")
         pl_mean = self.pl_mean.to(lengths.dtype).lerp(lengths.mean(), self.decay)
         with torch.no_grad():
             self.pl_mean.copy_(pl_mean.detach())

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ganops import _activations
+from ganops.torch import _args
 
 
 class FusedBiasAct(nn.Module):
@@ -25,12 +26,14 @@ class FusedBiasAct(nn.Module):
                  gain: Optional[float] = None, clamp: Optional[float] = None, dim: int = 1,
                  bias: bool = True, bias_init: float = 0.0, device=None, dtype=None):
         super().__init__()
-        self.channels = int(channels)
+        # int() would turn 1.5 into 1 and fail on None with a message that names no argument.
+        self.channels = _args.integer(channels, "FusedBiasAct", "channels")
         self.act = act
         self.alpha, self.gain, self.clamp = _activations.resolve(act, alpha, gain, clamp)
-        self.dim = int(dim)
+        self.dim = _args.integer(dim, "FusedBiasAct", "dim")
         if bias:
-            self.bias = nn.Parameter(torch.full((self.channels,), float(bias_init), device=device, dtype=dtype))
+            init = _args.real(bias_init, "FusedBiasAct", "bias_init")
+            self.bias = nn.Parameter(torch.full((self.channels,), init, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
 
@@ -57,12 +60,13 @@ class FusedLeakyReLU(nn.Module):
     def __init__(self, channel: int, bias: bool = True, negative_slope: float = 0.2,
                  scale: float = math.sqrt(2)):
         super().__init__()
+        channel = _args.integer(channel, "FusedLeakyReLU", "channel")
         if bias:
             self.bias = nn.Parameter(torch.zeros(channel))
         else:
             self.register_parameter("bias", None)
-        self.negative_slope = float(negative_slope)
-        self.scale = float(scale)
+        self.negative_slope = _args.real(negative_slope, "FusedLeakyReLU", "negative_slope")
+        self.scale = _args.real(scale, "FusedLeakyReLU", "scale")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         b = self.bias

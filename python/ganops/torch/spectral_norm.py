@@ -10,6 +10,7 @@ iterations) and the same power method, so state_dicts have torch's keys
 (`parametrizations.weight.original`, `parametrizations.weight.0._u`, `..._v`) and move between
 the two both ways. What differs is how it runs: one fused op for the power iteration (which also
 gives sigma) and one for W / sigma with a fused backward, instead of a dozen small kernels.
+Complex weights (complex64, complex128) have no kernels and run torch's own math instead.
 """
 import re
 
@@ -18,11 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ganops.torch import _args
 from ganops.torch import _spectral_norm_ops  # noqa: F401  (fake kernels and autograd)
 
 ops = torch.ops.ganops
 _weight_op = ops.spectral_norm_weight.default
 
+_COMPLEX = (torch.complex64, torch.complex128)
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 DEFAULT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, *_TRANSPOSED, nn.Embedding)
 
@@ -33,6 +36,8 @@ def power_iteration(weight, u, v, dim=0, n_power_iterations=1, eps=1e-12):
     place. Returns (sigma, u_copy, v_copy): sigma = u^T M v for the new vectors (float32, or
     float64 for a float64 weight) and copies of u and v that later updates do not change.
     With n_power_iterations=0 (evaluation) it only computes sigma. Not differentiable."""
+    for t, arg in ((weight, "weight"), (u, "u"), (v, "v")):
+        _args.tensor(t, "power_iteration", arg)
     return ops.spectral_norm_power_iteration(weight.detach(), u, v, dim, n_power_iterations, eps)
 
 
@@ -40,6 +45,8 @@ def spectral_normalize(weight, u, v, sigma, dim=0):
     """weight / sigma, differentiable in weight through sigma = u^T M v with u, v held fixed:
     dL/dW = (G - <G, W / sigma> u v^T) / sigma. `sigma` must be the value that
     power_iteration returned for these u and v."""
+    for t, arg in ((weight, "weight"), (u, "u"), (v, "v"), (sigma, "sigma")):
+        _args.tensor(t, "spectral_normalize", arg)
     return ops.spectral_normalize(weight, u, v, sigma, dim)
 
 
@@ -55,15 +62,17 @@ class SpectralNorm(nn.Module):
 
     def __init__(self, weight, n_power_iterations=1, dim=0, eps=1e-12):
         super().__init__()
+        _args.tensor(weight, "spectral_norm", "weight")
+        dim = _args.integer(dim, "spectral_norm", "dim")
         ndim = weight.ndim
         if dim >= ndim or dim < -ndim:
             raise IndexError(f"ganops.spectral_norm: dim {dim} is out of range for a weight with "
                              f"{ndim} dims (expected [-{ndim}, {ndim - 1}])")
         _check_positive_int(n_power_iterations, "n_power_iterations")
-        if not eps > 0:
-            raise ValueError(f"ganops.spectral_norm: eps must be > 0, got {eps!r}")
-        if not weight.is_floating_point():
-            raise TypeError(f"ganops.spectral_norm: the weight must be floating point, got {weight.dtype}")
+        eps = _args.positive_float(eps, "spectral_norm", "eps")
+        if not (weight.is_floating_point() or weight.dtype in _COMPLEX):
+            raise TypeError(f"ganops.spectral_norm: the weight must be floating point, complex64 "
+                            f"or complex128, got {weight.dtype}")
         self.dim = dim if dim >= 0 else dim + ndim
         self.eps = eps
         if ndim > 1:
@@ -75,12 +84,17 @@ class SpectralNorm(nn.Module):
             v = weight.new_empty(w).normal_(0, 1)
             self.register_buffer("_u", F.normalize(u, dim=0, eps=self.eps))
             self.register_buffer("_v", F.normalize(v, dim=0, eps=self.eps))
-            with torch.no_grad():
-                power_iteration(weight, self._u, self._v, self.dim, 15, self.eps)
+            if weight.is_complex():
+                self._complex_power_method(_spectral_norm_ops.weight_to_matrix(weight, self.dim), 15)
+            else:
+                with torch.no_grad():
+                    power_iteration(weight, self._u, self._v, self.dim, 15, self.eps)
 
     def forward(self, weight):
         if weight.ndim == 1:
             return F.normalize(weight, dim=0, eps=self.eps)  # exact, as torch does
+        if weight.is_complex():
+            return self._complex_forward(weight)
         # This runs on every access to module.weight, so it avoids the per-call Python costs it
         # can: the ops' default overloads directly, and the buffers without Module.__getattr__.
         # spectral_norm_weight is the power iteration and W / sigma in one call (about 5 us less
@@ -88,6 +102,26 @@ class SpectralNorm(nn.Module):
         buffers = self._buffers
         n = self.n_power_iterations if self.training else 0
         return _weight_op(weight, buffers["_u"], buffers["_v"], self.dim, n, self.eps)
+
+    # Complex weights (which torch's parametrization accepts) have no kernels: they run torch's
+    # own math, op for op, so buffers, draws and outputs match torch's exactly. The power method
+    # uses the conjugate transpose, and sigma = u^H M v is real up to rounding but complex-typed.
+    @torch.no_grad()
+    def _complex_power_method(self, weight_mat, n_power_iterations):
+        for _ in range(n_power_iterations):
+            # In place (out=), as torch does, so DataParallel replicas update the shared buffers.
+            self._u = F.normalize(torch.mv(weight_mat, self._v), dim=0, eps=self.eps, out=self._u)
+            self._v = F.normalize(torch.mv(weight_mat.H, self._u), dim=0, eps=self.eps, out=self._v)
+
+    def _complex_forward(self, weight):
+        weight_mat = _spectral_norm_ops.weight_to_matrix(weight, self.dim)
+        if self.training:
+            self._complex_power_method(weight_mat, self.n_power_iterations)
+        # Copies: a second forward's in-place update must not change what the first saved.
+        u = self._u.clone(memory_format=torch.contiguous_format)
+        v = self._v.clone(memory_format=torch.contiguous_format)
+        sigma = torch.vdot(u, torch.mv(weight_mat, v))
+        return weight / sigma
 
     def right_inverse(self, value):
         return value
@@ -103,6 +137,7 @@ def spectral_norm(module, name="weight", n_power_iterations=1, eps=1e-12, dim=No
     torch.nn.utils.parametrize.remove_parametrizations(module, name)."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"ganops.spectral_norm: module must be an nn.Module, got {type(module).__name__}")
+    _args.string(name, "spectral_norm", "name")
     weight = getattr(module, name, None)
     if not isinstance(weight, torch.Tensor):
         raise ValueError(f"ganops.spectral_norm: module '{module}' has no parameter or buffer "
