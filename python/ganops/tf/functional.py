@@ -4,7 +4,7 @@ tf.function: bias_act (first and second order), and spectral normalization in Ke
 ganops.tf._spectral_norm_ops)."""
 import tensorflow as tf
 
-from ganops.tf import _args
+from ganops.tf import _args, _xla
 from ganops.tf import _spectral_norm_ops  # noqa: F401  (registers the spectral-norm gradients)
 from ganops.tf._args import check_tensors
 from ganops.tf._library import ops
@@ -29,10 +29,14 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
     Gradients with respect to x and b are exact to second order. alpha, gain and clamp reach
     the kernels as exact doubles, so float64 inputs compute with float64 scalars; for other
     dtypes the kernels compute in float32, and alpha and gain must be within its range.
+    Inside a graph that XLA compiles (``tf.function(jit_compile=True)``, Keras'
+    ``jit_compile=True``) it is the same formula in plain TF ops, with the same gradients.
     """
     alpha, gain, clamp = _args.resolve_bias_act(act, alpha, gain, clamp)
     x, b, dim = check_tensors(x, b, dim)
     _args.check_bias_act_range(alpha, gain, x.dtype)
+    if _xla.compiling_with_xla():
+        return _xla.bias_act(x, b, dim, act, alpha, gain, clamp)
     has_bias = b is not None
     if not has_bias:
         b = tf.zeros([0], dtype=x.dtype)  # TF ops have no optional inputs; ignored by the kernel
@@ -122,12 +126,16 @@ def power_iteration(weight, u, power_iterations=1, eps=None):
     weight, u, _ = _check_spectral(weight, u)
     n = _args.check_power_iterations(power_iterations)
     eps = _args.resolve_eps(eps, dtype=weight.dtype)
+    if _xla.compiling_with_xla():
+        return _xla.power_iteration(weight, u, n, eps)
     return ops.ganops_spectral_norm_power_iteration(
         weight, u, n_power_iterations=n, S=_args.sigma_dtype(weight.dtype),
         **_args.scalar_attrs(eps=eps))
 
 
 def _normalize(weight, u, v, sigma):
+    if _xla.compiling_with_xla():
+        return _xla.spectral_normalize(weight, u, v, sigma)
     return ops.ganops_spectral_normalize(weight, u, v, sigma)
 
 

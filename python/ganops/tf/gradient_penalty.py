@@ -33,7 +33,7 @@ import numbers
 import keras
 import tensorflow as tf
 
-from ganops.tf import _args
+from ganops.tf import _args, _xla
 from ganops.tf import _gradient_penalty_ops  # noqa: F401  (registers the gradients)
 from ganops.tf import _penalty_args as _pa
 from ganops.tf._library import ops
@@ -73,10 +73,14 @@ def _check_mix(op, input, other, coef, other_name, coef_name):
 
 
 def _lerp(input, end, weight):
+    if _xla.compiling_with_xla():
+        return _xla.per_sample_mix(input, end, weight, lerp=True)
     return ops.ganops_per_sample_lerp(input, end, weight)
 
 
 def _add(input, other, alpha):
+    if _xla.compiling_with_xla():
+        return _xla.per_sample_mix(input, other, alpha, lerp=False)
     return ops.ganops_per_sample_add(input, other, alpha)
 
 
@@ -101,6 +105,8 @@ def _fused_penalty(grad, op_kind, target, weight, grad_scale, reduction):
     """(penalty, norms) of the fused op; grad_scale may be a tensor (1 / a dynamic loss scale)."""
     acc = _pa.acc_dtype(grad.dtype)
     grad_scale = tf.stop_gradient(_pa.scalar_tensor(grad_scale, acc))
+    if _xla.compiling_with_xla():
+        return _xla.gradient_penalty(grad, grad_scale, op_kind, target, weight, reduction)
     return ops.ganops_gradient_penalty(grad, grad_scale, kind=op_kind, reduction=reduction,
                                        **_args.scalar_attrs(target=target, weight=weight))
 

@@ -134,9 +134,9 @@ class SpectralNormalization(keras.layers.SpectralNormalization):
     (ganops.tf.power_iteration, ganops.tf.spectral_normalize); what is saved for backward is the
     kernel (no copy), u, v and sigma.
 
-    XLA: the fused ops have no XLA kernels, so the layer sets ``supports_jit = False`` (Keras'
-    ``jit_compile="auto"`` then stays off); ``jit_compile=True`` fails with "no registered
-    OpKernel for XLA".
+    XLA: inside a graph that XLA compiles (``compile(jit_compile=True)``, or "auto" on a GPU
+    machine) the fused ops become their plain-TF formulas, with the same values and gradients,
+    which XLA fuses.
 
     Distribution: vector_u is created by Keras' build with Keras' settings (aggregation "none",
     synchronization "auto"): under tf.distribute.MirroredStrategy every replica computes the
@@ -162,9 +162,6 @@ class SpectralNormalization(keras.layers.SpectralNormalization):
         super().__init__(layer, power_iterations=power_iterations, **kwargs)
         self.gradient_through_sigma = bool(gradient_through_sigma)
         self.epsilon = epsilon
-        # The fused ops have no XLA kernels: keep compile(jit_compile="auto") from choosing XLA
-        # on GPU machines (Keras consults supports_jit on every layer).
-        self.supports_jit = False
 
     def _eps(self):
         return _args.resolve_eps(self.epsilon, "epsilon")

@@ -25,20 +25,23 @@ def _negative_part_expm1(z):
 
 
 def _apply(act, z, alpha):
+    # At z = 0 the piecewise activations take the negative branch's derivative, as torch and
+    # tf.nn.leaky_relu do (relu 0, lrelu alpha, elu 1, selu scale * alpha); tf.nn.selu takes the
+    # positive branch there, torch's convention is kept.
     if act == "linear":
         return z
     if act == "relu":
         return tf.nn.relu(z)
     if act == "lrelu":
-        return tf.where(z >= 0, z, z * alpha)
+        return tf.where(z > 0, z, z * alpha)
     if act == "tanh":
         return tf.tanh(z)
     if act == "sigmoid":
         return tf.sigmoid(z)
     if act == "elu":
-        return tf.where(z >= 0, z, _negative_part_expm1(z))
+        return tf.where(z > 0, z, _negative_part_expm1(z))
     if act == "selu":
-        return SELU_SCALE * tf.where(z >= 0, z, SELU_ALPHA * _negative_part_expm1(z))
+        return SELU_SCALE * tf.where(z > 0, z, SELU_ALPHA * _negative_part_expm1(z))
     if act == "softplus":
         return tf.nn.softplus(z)
     if act == "swish":
