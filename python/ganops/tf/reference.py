@@ -84,7 +84,8 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
 
 def _normalize(a, eps):
     """a / max(||a||, eps): keras.ops.normalize over all elements."""
-    return a / tf.maximum(tf.norm(a), tf.cast(eps, a.dtype))
+    # tf.constant, not tf.cast: tf.cast would make the Python float a float32 tensor first.
+    return a / tf.maximum(tf.norm(a), tf.constant(eps, a.dtype))
 
 
 def spectral_norm_power_iteration(weight, u, power_iterations=1, eps=None):
