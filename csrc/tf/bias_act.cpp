@@ -70,9 +70,13 @@ absl::Status BiasActShape(InferenceContext* c, int num_grad_inputs) {
       .Attr("act: string")                                                                  \
       .Attr("alpha: float")                                                                 \
       .Attr("gain: float")                                                                  \
-      .Attr("clamp: float") /* negative: no clamp */                                        \
+      .Attr("clamp: float") /* -1: no clamp */                                              \
       .Attr("dim: int")                                                                     \
-      .Attr("has_bias: bool")
+      .Attr("has_bias: bool")                                                               \
+      /* The exact doubles of alpha, gain and clamp (see GetExactScalarAttr). */            \
+      .Attr("alpha_bits: int = 0")                                                          \
+      .Attr("gain_bits: int = 0")                                                           \
+      .Attr("clamp_bits: int = 0")
 
 REGISTER_OP("GanopsBiasAct")
     .Input("x: T")
@@ -172,21 +176,36 @@ class BiasActKernelBase : public OpKernel {
  public:
   explicit BiasActKernelBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
     std::string act;
-    float alpha = 0.f, gain = 1.f, clamp = -1.f;
+    double alpha = 0.0, gain = 1.0, clamp = -1.0;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("act", &act));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("alpha", &alpha));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("gain", &gain));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("clamp", &clamp));
+    OP_REQUIRES_OK(ctx, GetExactScalarAttr(ctx, "alpha", &alpha));
+    OP_REQUIRES_OK(ctx, GetExactScalarAttr(ctx, "gain", &gain));
+    OP_REQUIRES_OK(ctx, GetExactScalarAttr(ctx, "clamp", &clamp));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("dim", &dim_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("has_bias", &has_bias_));
-    const ActInfo* info = find_act(act.c_str());
+    const ActInfo* info = HasNul(act) ? nullptr : find_act(act.c_str());
     OP_REQUIRES(ctx, info != nullptr,
-                errors::InvalidArgument("ganops.bias_act: act: unknown activation '", act,
-                                        "'; expected one of ", act_names()));
+                errors::InvalidArgument("ganops.bias_act: act: unknown activation ",
+                                        QuoteForMessage(act), "; expected one of ", act_names()));
+    // Every op's input 0 has type T; the kernels compute in float64 for it, else in float32.
+    const DataType dtype = ctx->input_type(0);
+    OP_REQUIRES(ctx, FiniteInComputeType(dtype, alpha),
+                errors::InvalidArgument("ganops.bias_act: alpha ", alpha, " must be finite in ",
+                                        ComputeTypeName(dtype), ", the compute type of ",
+                                        DataTypeString(dtype), " x"));
+    OP_REQUIRES(ctx, FiniteInComputeType(dtype, gain),
+                errors::InvalidArgument("ganops.bias_act: gain ", gain, " must be finite in ",
+                                        ComputeTypeName(dtype), ", the compute type of ",
+                                        DataTypeString(dtype), " x"));
+    // Exactly -1 means no clamp (what the front ends pass for None); any other negative value
+    // or NaN is a caller's mistake, which `clamp < 0` used to read silently as "no clamp".
+    OP_REQUIRES(ctx, clamp == -1.0 || clamp >= 0.0,
+                errors::InvalidArgument("ganops.bias_act: clamp must be >= 0, or -1 for no "
+                                        "clamp, got ", clamp));
     base_.act = info->act;
     base_.alpha = alpha;
     base_.gain = gain;
-    base_.clamp = clamp < 0.f ? -1.0 : static_cast<double>(clamp);
+    base_.clamp = clamp;
   }
 
  protected:

@@ -117,7 +117,10 @@ samples (input) by noise (other).
       .Attr("kind: string")                                                                 \
       .Attr("target: float")                                                                \
       .Attr("weight: float")                                                                \
-      .Attr("reduction: string")
+      .Attr("reduction: string")                                                            \
+      /* The exact doubles of target and weight (see GetExactScalarAttr). */                \
+      .Attr("target_bits: int = 0")                                                         \
+      .Attr("weight_bits: int = 0")
 
 REGISTER_OP("GanopsGradientPenalty")
     .Input("grad: T")
@@ -314,23 +317,30 @@ class PenaltyKernelBase : public OpKernel {
   explicit PenaltyKernelBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
     CheckAccType<T>(ctx, "gradient_penalty");
     std::string kind, reduction;
-    float target = 1.f, weight = 1.f;
+    double target = 1.0, weight = 1.0;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("kind", &kind));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reduction", &reduction));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("target", &target));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("weight", &weight));
-    OP_REQUIRES(ctx, parse_penalty_kind(kind.c_str(), &base_.kind),
-                errors::InvalidArgument("ganops.gradient_penalty: kind: unknown penalty '", kind,
-                                        "'; expected one of ", kPenaltyKindNames));
-    OP_REQUIRES(ctx, parse_reduction(reduction.c_str(), &base_.reduction),
-                errors::InvalidArgument("ganops.gradient_penalty: reduction: unknown reduction '",
-                                        reduction, "'; expected one of ", kReductionNames));
-    OP_REQUIRES(ctx, std::isfinite(target),
-                errors::InvalidArgument("ganops.gradient_penalty: target must be finite, got ",
-                                        target));
-    OP_REQUIRES(ctx, std::isfinite(weight),
-                errors::InvalidArgument("ganops.gradient_penalty: weight must be finite, got ",
-                                        weight));
+    OP_REQUIRES_OK(ctx, GetExactScalarAttr(ctx, "target", &target));
+    OP_REQUIRES_OK(ctx, GetExactScalarAttr(ctx, "weight", &weight));
+    OP_REQUIRES(ctx, !HasNul(kind) && parse_penalty_kind(kind.c_str(), &base_.kind),
+                errors::InvalidArgument("ganops.gradient_penalty: kind: unknown penalty ",
+                                        QuoteForMessage(kind), "; expected one of ",
+                                        kPenaltyKindNames));
+    OP_REQUIRES(ctx, !HasNul(reduction) && parse_reduction(reduction.c_str(), &base_.reduction),
+                errors::InvalidArgument("ganops.gradient_penalty: reduction: unknown reduction ",
+                                        QuoteForMessage(reduction), "; expected one of ",
+                                        kReductionNames));
+    const DataType acc = DataTypeToEnum<A>::v();
+    OP_REQUIRES(ctx, FiniteInComputeType(acc, target),
+                errors::InvalidArgument("ganops.gradient_penalty: target ", target,
+                                        " must be finite in ", ComputeTypeName(acc),
+                                        ", the type of the norms for ",
+                                        DataTypeString(DataTypeToEnum<T>::v()), " gradients"));
+    OP_REQUIRES(ctx, FiniteInComputeType(acc, weight),
+                errors::InvalidArgument("ganops.gradient_penalty: weight ", weight,
+                                        " must be finite in ", ComputeTypeName(acc),
+                                        ", the type of the norms for ",
+                                        DataTypeString(DataTypeToEnum<T>::v()), " gradients"));
     base_.target = target;
     base_.weight = weight;
   }

@@ -135,6 +135,7 @@ REGISTER_OP("GanopsSpectralNormPowerIteration")
     .Attr("S: {float, double} = DT_FLOAT")  // must be double for double weights, else float
     .Attr("n_power_iterations: int")
     .Attr("eps: float")
+    .Attr("eps_bits: int = 0")  // eps's exact double (see GetExactScalarAttr)
     .SetShapeFn(PowerIterationShape)
     .Doc(R"doc(
 Keras' power method on reshape(weight, [-1, weight.shape[-1]]), n_power_iterations times from u:
@@ -343,15 +344,20 @@ class PowerIterationOp : public SpectralKernelBase<T> {
   using A = typename Base::A;
 
   explicit PowerIterationOp(OpKernelConstruction* ctx) : Base(ctx) {
-    float eps = 0.f;
+    double eps = 0.0;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("n_power_iterations", &n_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("eps", &eps));
+    OP_REQUIRES_OK(ctx, GetExactScalarAttr(ctx, "eps", &eps));
     OP_REQUIRES(ctx, n_ >= 1,
                 errors::InvalidArgument("ganops.spectral_norm: n_power_iterations must be >= 1, "
                                         "got ", n_));
-    OP_REQUIRES(ctx, eps > 0.f && std::isfinite(eps),
+    // The norms are floored at eps in A: it must be > 0 and finite there, not only as a double
+    // (1e-50 would be 0 in float32, and a zero vector would give 0 / 0).
+    const A eps_a = static_cast<A>(eps);
+    OP_REQUIRES(ctx, eps > 0.0 && eps_a > A(0) && std::isfinite(eps_a),
                 errors::InvalidArgument("ganops.spectral_norm: eps must be finite and > 0, got ",
-                                        eps));
+                                        eps, " (in ", ComputeTypeName(DataTypeToEnum<A>::v()),
+                                        ", the type of the norms for ",
+                                        DataTypeString(DataTypeToEnum<T>::v()), " weights)"));
     eps_ = eps;
   }
 

@@ -1,10 +1,15 @@
 // Pieces shared by the TensorFlow adapters (one file per op): the TF names they
-// use, the core's parallel-for on TF's CPU worker pool, the TF-type to launcher-dtype map for CUDA, and an
-// OP_REQUIRES for helpers that return bool.
+// use, the core's parallel-for on TF's CPU worker pool, the TF-type to launcher-dtype map for CUDA,
+// exact double attributes, checks of string attributes and of scalars against the compute type,
+// and an OP_REQUIRES for helpers that return bool.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
 
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -62,6 +67,63 @@ struct TfParallelFor {
         });
   }
 };
+
+// TF's float attributes are float32, which would round a float64 op's alpha, gain, target, ...
+// (gain sqrt(2) by 3e-8 relative). So each such scalar also travels as `<name>_bits`, an int
+// attribute holding the IEEE-754 bit pattern of the double the caller passed. Bits rather than a
+// string attribute: exact by construction, with no text to format and parse (strtod depends on
+// the process' locale; the front ends would have to agree on a correctly rounded format). The
+// float attribute stays, for graphs written before `_bits` existed: in those `_bits` reads as
+// its default 0, so the double is taken only where it rounds to the float attribute (it refines
+// it), and the float attribute otherwise.
+inline absl::Status GetExactScalarAttr(OpKernelConstruction* ctx, const std::string& name,
+                                       double* value) {
+  float rounded = 0.f;
+  int64_t bits = 0;
+  TF_RETURN_IF_ERROR(ctx->GetAttr(name, &rounded));
+  TF_RETURN_IF_ERROR(ctx->GetAttr(name + "_bits", &bits));
+  double exact = 0.0;
+  static_assert(sizeof(exact) == sizeof(bits), "a double is 64 bits");
+  std::memcpy(&exact, &bits, sizeof(exact));
+  *value = static_cast<float>(exact) == rounded ? exact : static_cast<double>(rounded);
+  return absl::OkStatus();
+}
+
+// Whether `value` stays finite in the type the kernels compute in: float64 for float64 tensors,
+// float32 for every other float type. A double such as 1e308 would become inf in float32 and the
+// outputs NaN, so the kernels refuse it.
+inline bool FiniteInComputeType(DataType dtype, double value) {
+  if (dtype == ::tensorflow::DT_DOUBLE) return std::isfinite(value);
+  return std::isfinite(static_cast<float>(value));
+}
+
+inline const char* ComputeTypeName(DataType dtype) {
+  return dtype == ::tensorflow::DT_DOUBLE ? "float64" : "float32";
+}
+
+// std::string from GetAttr keeps an embedded NUL, and the core compares names with strcmp on
+// c_str(): "relu\0junk" would be read as "relu". Callers refuse such names.
+inline bool HasNul(const std::string& s) { return s.find('\0') != std::string::npos; }
+
+// A string attribute quoted for an error message: at most 40 characters, non-printable ones
+// escaped, so a long or binary name gives a readable message.
+inline std::string QuoteForMessage(const std::string& s) {
+  constexpr size_t kMax = 40;
+  std::string out = "'";
+  for (size_t i = 0; i < s.size() && i < kMax; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
+      out += static_cast<char>(c);
+    } else {
+      char escaped[8];
+      std::snprintf(escaped, sizeof(escaped), "\\x%02x", c);
+      out += escaped;
+    }
+  }
+  out += "'";
+  if (s.size() > kMax) out += "... (" + std::to_string(s.size()) + " characters)";
+  return out;
+}
 
 inline ::tensorflow::thread::ThreadPool* cpu_pool(::tensorflow::OpKernelContext* ctx) {
   return ctx->device()->tensorflow_cpu_worker_threads()->workers;

@@ -36,8 +36,16 @@ BAD_CALLS = [
 def test_wrapper_rejects_bad_arguments(fn, kwargs, error, message):
     kwargs = dict(kwargs)
     x, b = kwargs.pop("x", X), kwargs.pop("b", B)
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message) as info:
         fn(x, b, **kwargs)
+    assert str(info.value).startswith("ganops.bias_act: ")
+
+
+@pytest.mark.parametrize("fn", [gtf.bias_act, gtf.reference.bias_act], ids=["ops", "reference"])
+def test_long_bad_act_is_cut_in_the_message(fn):
+    with pytest.raises(ValueError, match="unknown activation 'xxx.*10000 characters") as info:
+        fn(X, B, act="x" * 10000)
+    assert len(str(info.value)) < 300
 
 
 def raw_attrs(**overrides):
@@ -78,11 +86,20 @@ def test_dtype_attr_rejects_integers():
 
 
 def test_layer_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="act: unknown activation"):
+    with pytest.raises(ValueError, match="^ganops.bias_act: act: unknown activation"):
         FusedBiasAct("leaky")
-    with pytest.raises(ValueError, match="alpha is only used by act='lrelu'"):
+    with pytest.raises(ValueError, match="^ganops.bias_act: alpha is only used by act='lrelu'"):
         FusedBiasAct("relu", alpha=0.3)
-    with pytest.raises(ValueError, match="dim 4 is out of range"):
+    with pytest.raises(ValueError, match="^ganops.tf.layers.FusedBiasAct: dim 4 is out of range"):
         FusedBiasAct("relu", dim=4)(tf.zeros([2, 3]))
-    with pytest.raises(ValueError, match="needs a known size for axis dim=-1"):
+    with pytest.raises(ValueError, match="^ganops.tf.layers.FusedBiasAct: needs a known size for "
+                                         "axis dim=-1"):
         keras.Sequential([keras.Input((None,)), FusedBiasAct("relu")])
+
+
+@pytest.mark.parametrize("dim,shown", [(None, "None of type NoneType"), (1.5, "1.5 of type float"),
+                                       (True, "True of type bool"), ("1", "'1' of type str")])
+def test_layer_rejects_a_dim_that_is_not_an_int_at_construction(dim, shown):
+    with pytest.raises(TypeError, match=rf"^ganops.tf.layers.FusedBiasAct: dim must be an int "
+                                        rf".*, got {shown}"):
+        FusedBiasAct("relu", dim=dim)

@@ -343,15 +343,16 @@ def test_epsilon_argument_is_used():
     assert np.abs(w_default.numpy() - w_ref.numpy()).max() > 1e-3
 
 
-def test_no_xla_so_auto_jit_compile_stays_off():
-    # The custom ops have no XLA kernels; Keras' jit_compile="auto" (which turns XLA on for TF on
-    # a GPU machine) consults supports_jit on every layer.
+def test_layer_lets_keras_choose_xla():
+    # Under XLA the fused ops become their plain-TF formulas (tests/tf/test_tf_xla.py), so the
+    # layer must not veto Keras' jit_compile (Keras consults supports_jit on every layer; a veto
+    # silently turns jit_compile=True off, and "auto" on a GPU machine).
     from keras.src.trainers.trainer import model_supports_jit
 
     model = keras.Sequential([keras.Input((5,)),
                               gtf.layers.SpectralNormalization(keras.layers.Dense(2))])
-    assert model.layers[0].supports_jit is False
-    assert not model_supports_jit(model)
+    assert model.layers[0].supports_jit is True
+    assert model_supports_jit(model)
 
 
 @pytest.mark.parametrize("through_sigma", [False, True], ids=["keras", "through_sigma"])

@@ -16,16 +16,22 @@ for a zero coefficient would double the backward's traffic, so known zeros are s
 """
 import tensorflow as tf
 
+from ganops.tf import _args
 from ganops.tf._library import ops
-
-_PENALTY_ATTRS = ("kind", "target", "weight", "reduction")
 
 
 def penalty_attrs(op):
-    attrs = {name: op.get_attr(name) for name in _PENALTY_ATTRS}
-    for name in ("kind", "reduction"):  # string attributes come back as bytes
-        attrs[name] = attrs[name].decode()
+    """The op's attributes for another penalty op, target and weight as their exact doubles."""
+    attrs = {name: op.get_attr(name).decode() for name in ("kind", "reduction")}  # bytes
+    attrs["target"] = _args.exact_scalar_attr(op, "target")
+    attrs["weight"] = _args.exact_scalar_attr(op, "weight")
     return attrs
+
+
+def _penalty_grad_op(gout, grad, norms, grad_scale, kind, target, weight, reduction):
+    return ops.ganops_gradient_penalty_grad(gout, grad, norms, grad_scale, kind=kind,
+                                            reduction=reduction,
+                                            **_args.scalar_attrs(target=target, weight=weight))
 
 
 def per_sample_view(c, like):
@@ -89,12 +95,10 @@ def _gradient_penalty_grad(op, d_penalty, d_norms):
     _, norms = op.outputs
     terms = []
     if not is_known_zero(d_penalty):
-        terms.append(ops.ganops_gradient_penalty_grad(d_penalty, grad, norms, grad_scale,
-                                                      **penalty_attrs(op)))
+        terms.append(_penalty_grad_op(d_penalty, grad, norms, grad_scale, **penalty_attrs(op)))
     if not is_known_zero(d_norms):
-        terms.append(ops.ganops_gradient_penalty_grad(d_norms, grad, norms, grad_scale,
-                                                      kind="norm", target=0.0, weight=1.0,
-                                                      reduction="none"))
+        terms.append(_penalty_grad_op(d_norms, grad, norms, grad_scale, kind="norm",
+                                      target=0.0, weight=1.0, reduction="none"))
     if not terms:
         return tf.zeros_like(grad), None
     return tf.add_n(terms), None
@@ -129,7 +133,7 @@ def _gradient_penalty_grad_grad(op, hess):
     gout, grad, norms, grad_scale = op.inputs
     attrs = penalty_attrs(op)
     acc = norms.dtype
-    d_grad = ops.ganops_gradient_penalty_grad(gout, hess, norms, grad_scale, **attrs)
+    d_grad = _penalty_grad_op(gout, hess, norms, grad_scale, **attrs)
     n = tf.reshape(norms, [-1])
     k, dk = coefficient_and_slope(attrs["kind"], n, tf.constant(attrs["weight"], acc),
                                   tf.constant(attrs["target"], acc), grad_scale)

@@ -5,9 +5,10 @@ import math
 import numbers
 from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
-from ganops.tf._args import FLOAT_DTYPES
+from ganops.tf._args import FLOAT_DTYPES, check_compute_range, short_repr
 
 GP = "ganops.tf.gradient_penalty"
 
@@ -32,14 +33,14 @@ REDUCTIONS = ("none", "mean", "sum")
 
 def resolve_kind(kind):
     if not isinstance(kind, str) or kind not in KINDS:
-        raise ValueError(f"{GP}: kind: unknown penalty {kind!r}; expected one of "
+        raise ValueError(f"{GP}: kind: unknown penalty {short_repr(kind)}; expected one of "
                          f"{', '.join(KINDS)}")
     return KINDS[kind]
 
 
 def _finite(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{GP}: {name} must be a finite number, got {value!r}")
+        raise ValueError(f"{GP}: {name} must be a finite number, got {short_repr(value)}")
     return float(value)
 
 
@@ -50,9 +51,43 @@ def resolve_scalars(kind, weight, target, reduction):
     weight = spec.default_weight if weight is None else _finite(weight, "weight")
     target = _finite(target, "target")
     if reduction not in REDUCTIONS:
-        raise ValueError(f"{GP}: reduction: unknown reduction {reduction!r}; expected one of "
+        raise ValueError(f"{GP}: reduction: unknown reduction {short_repr(reduction)}; expected "
+                         f"one of "
                          f"{', '.join(REDUCTIONS)}")
     return spec, weight * spec.weight_factor, target, reduction
+
+
+def check_scalar_range(op_weight, target, dtype):
+    """The op's weight and target must stay finite in the norms' type for `dtype` samples
+    (float32 unless they are float64)."""
+    check_compute_range(GP, "weight", op_weight, dtype, "samples")
+    check_compute_range(GP, "target", target, dtype, "samples")
+
+
+def check_grad_scale(grad_scale, dtype):
+    """A Python grad_scale must be finite and > 0 in the norms' type for a `dtype` gradient (the
+    kernel checks a tensor's value when it runs). Returns it as a float, or the tensor."""
+    if tf.is_tensor(grad_scale):
+        return grad_scale
+    if isinstance(grad_scale, bool) or not isinstance(grad_scale, numbers.Real):
+        raise TypeError(f"{GP}: grad_scale must be a number or a scalar tensor, got "
+                        f"{short_repr(grad_scale)}")
+    value = float(grad_scale)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{GP}: grad_scale must be finite and > 0, got {value!r}")
+    check_compute_range(GP, "grad_scale", value, dtype, "grad")
+    if acc_dtype(dtype) != tf.float64 and np.float32(value) == 0:
+        raise ValueError(f"{GP}: grad_scale {value!r} is 0 in float32, the type of the norms for "
+                         f"{tf.as_dtype(dtype).name} grad; it must be > 0 there")
+    return value
+
+
+def scalar_tensor(value, dtype):
+    """A Python number or a tensor as a `dtype` tensor; a Python float goes straight to dtype
+    (tf.cast would first make it a float32 tensor, which fails for 1e300)."""
+    if tf.is_tensor(value):
+        return tf.cast(value, dtype)
+    return tf.constant(value, dtype)
 
 
 def acc_dtype(dtype):

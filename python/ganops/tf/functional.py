@@ -4,13 +4,13 @@ tf.function: bias_act (first and second order), and spectral normalization in Ke
 ganops.tf._spectral_norm_ops)."""
 import tensorflow as tf
 
-from ganops._activations import resolve
-from ganops.tf import _args
+from ganops.tf import _args, _xla
 from ganops.tf import _spectral_norm_ops  # noqa: F401  (registers the spectral-norm gradients)
 from ganops.tf._args import check_tensors
 from ganops.tf._library import ops
 
-_ATTR_NAMES = ("act", "alpha", "gain", "clamp", "dim", "has_bias")
+_ATTR_NAMES = ("act", "alpha", "gain", "clamp", "dim", "has_bias", "alpha_bits", "gain_bits",
+               "clamp_bits")
 
 
 def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
@@ -26,17 +26,23 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
         gain: output scale (default sqrt(2) for relu, lrelu, swish; 1 otherwise).
         clamp: clip the output to [-clamp, clamp]; None for no clip.
 
-    Gradients with respect to x and b are exact to second order. alpha, gain and clamp are
-    TF float attributes, so they carry float32 precision even for float64 inputs.
+    Gradients with respect to x and b are exact to second order. alpha, gain and clamp reach
+    the kernels as exact doubles, so float64 inputs compute with float64 scalars; for other
+    dtypes the kernels compute in float32, and alpha and gain must be within its range.
+    Inside a graph that XLA compiles (``tf.function(jit_compile=True)``, Keras'
+    ``jit_compile=True``) it is the same formula in plain TF ops, with the same gradients.
     """
-    alpha, gain, clamp = resolve(act, alpha, gain, clamp)
+    alpha, gain, clamp = _args.resolve_bias_act(act, alpha, gain, clamp)
     x, b, dim = check_tensors(x, b, dim)
+    _args.check_bias_act_range(alpha, gain, x.dtype)
+    if _xla.compiling_with_xla():
+        return _xla.bias_act(x, b, dim, act, alpha, gain, clamp)
     has_bias = b is not None
     if not has_bias:
         b = tf.zeros([0], dtype=x.dtype)  # TF ops have no optional inputs; ignored by the kernel
     return ops.ganops_bias_act(
-        x, b, act=act, alpha=alpha, gain=gain, clamp=-1.0 if clamp is None else clamp,
-        dim=dim, has_bias=has_bias,
+        x, b, act=act, dim=dim, has_bias=has_bias,
+        **_args.scalar_attrs(alpha=alpha, gain=gain, clamp=-1.0 if clamp is None else clamp),
     )
 
 
@@ -119,9 +125,18 @@ def power_iteration(weight, u, power_iterations=1, eps=None):
     """
     weight, u, _ = _check_spectral(weight, u)
     n = _args.check_power_iterations(power_iterations)
-    eps = _args.resolve_eps(eps)
+    eps = _args.resolve_eps(eps, dtype=weight.dtype)
+    if _xla.compiling_with_xla():
+        return _xla.power_iteration(weight, u, n, eps)
     return ops.ganops_spectral_norm_power_iteration(
-        weight, u, n_power_iterations=n, eps=eps, S=_args.sigma_dtype(weight.dtype))
+        weight, u, n_power_iterations=n, S=_args.sigma_dtype(weight.dtype),
+        **_args.scalar_attrs(eps=eps))
+
+
+def _normalize(weight, u, v, sigma):
+    if _xla.compiling_with_xla():
+        return _xla.spectral_normalize(weight, u, v, sigma)
+    return ops.ganops_spectral_normalize(weight, u, v, sigma)
 
 
 def spectral_normalize(weight, u, v, sigma):
@@ -137,7 +152,7 @@ def spectral_normalize(weight, u, v, sigma):
     if sigma.dtype != _args.sigma_dtype(weight.dtype):
         raise TypeError(f"{_args.SN}: sigma must be {_args.sigma_dtype(weight.dtype).name} for a "
                         f"{weight.dtype.name} weight, got {sigma.dtype.name}")
-    return ops.ganops_spectral_normalize(weight, u, v, sigma)
+    return _normalize(weight, u, v, sigma)
 
 
 def spectral_norm(w, u, power_iterations=1, eps=None, training=True):
@@ -170,7 +185,7 @@ def spectral_norm(w, u, power_iterations=1, eps=None, training=True):
     zero = tf.equal(sigma, 0)
     u_new = tf.where(zero, u, u_new)
     sigma = tf.where(zero, tf.ones_like(sigma), sigma)  # W / 1 = W; P = 0 so the gradient is G
-    w_sn = ops.ganops_spectral_normalize(w, u_new, v, sigma)
+    w_sn = _normalize(w, u_new, v, sigma)
     if tf.is_tensor(training):
         return w_sn, tf.where(tf.cast(training, tf.bool), u_new, u)
     return w_sn, (u_new if training else u)

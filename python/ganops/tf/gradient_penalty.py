@@ -33,6 +33,7 @@ import numbers
 import keras
 import tensorflow as tf
 
+from ganops.tf import _args, _xla
 from ganops.tf import _gradient_penalty_ops  # noqa: F401  (registers the gradients)
 from ganops.tf import _penalty_args as _pa
 from ganops.tf._library import ops
@@ -71,6 +72,18 @@ def _check_mix(op, input, other, coef, other_name, coef_name):
     return input, other, tf.cast(coef, _pa.acc_dtype(input.dtype))
 
 
+def _lerp(input, end, weight):
+    if _xla.compiling_with_xla():
+        return _xla.per_sample_mix(input, end, weight, lerp=True)
+    return ops.ganops_per_sample_lerp(input, end, weight)
+
+
+def _add(input, other, alpha):
+    if _xla.compiling_with_xla():
+        return _xla.per_sample_mix(input, other, alpha, lerp=False)
+    return ops.ganops_per_sample_add(input, other, alpha)
+
+
 def per_sample_lerp(input, end, weight):
     """``input + weight_b * (end - input)`` with one weight per sample (dim 0), in one pass.
 
@@ -78,22 +91,24 @@ def per_sample_lerp(input, end, weight):
     inputs). Differentiable in all three arguments.
     """
     input, end, weight = _check_mix("per_sample_lerp", input, end, weight, "end", "weight")
-    return ops.ganops_per_sample_lerp(input, end, weight)
+    return _lerp(input, end, weight)
 
 
 def per_sample_add(input, other, alpha):
     """``input + alpha_b * other`` with one alpha per sample (dim 0), in one pass (DRAGAN's
     perturbation). Same conventions as per_sample_lerp."""
     input, other, alpha = _check_mix("per_sample_add", input, other, alpha, "other", "alpha")
-    return ops.ganops_per_sample_add(input, other, alpha)
+    return _add(input, other, alpha)
 
 
 def _fused_penalty(grad, op_kind, target, weight, grad_scale, reduction):
     """(penalty, norms) of the fused op; grad_scale may be a tensor (1 / a dynamic loss scale)."""
     acc = _pa.acc_dtype(grad.dtype)
-    grad_scale = tf.stop_gradient(tf.cast(grad_scale, acc))
-    return ops.ganops_gradient_penalty(grad, grad_scale, kind=op_kind, target=target,
-                                       weight=weight, reduction=reduction)
+    grad_scale = tf.stop_gradient(_pa.scalar_tensor(grad_scale, acc))
+    if _xla.compiling_with_xla():
+        return _xla.gradient_penalty(grad, grad_scale, op_kind, target, weight, reduction)
+    return ops.ganops_gradient_penalty(grad, grad_scale, kind=op_kind, reduction=reduction,
+                                       **_args.scalar_attrs(target=target, weight=weight))
 
 
 def _check_gradient(grad):
@@ -120,8 +135,8 @@ def penalty_from_gradient(grad, kind="wgan-gp", weight=None, target=1.0, reducti
     """
     spec, op_weight, target, reduction = _pa.resolve_scalars(kind, weight, target, reduction)
     grad = _check_gradient(grad)
-    if not tf.is_tensor(grad_scale) and not (grad_scale > 0 and grad_scale != float("inf")):
-        raise ValueError(f"{_pa.GP}: grad_scale must be finite and > 0, got {grad_scale!r}")
+    _pa.check_scalar_range(op_weight, target, grad.dtype)
+    grad_scale = _pa.check_grad_scale(grad_scale, grad.dtype)
     penalty, norms = _fused_penalty(grad, spec.op_kind, target, op_weight, grad_scale, reduction)
     return (penalty, norms) if return_norms else penalty
 
@@ -139,11 +154,11 @@ def _penalty_samples(spec, real, fake, seed):
     acc = _pa.acc_dtype(real.dtype)
     if spec.samples == "interpolate":
         eps = _pa.uniform(batch, acc, seed, _pa.EPS_STREAM)
-        return ops.ganops_per_sample_lerp(fake, real, eps)
+        return _lerp(fake, real, eps)
     alpha = _pa.uniform(batch, acc, seed, _pa.ALPHA_STREAM)
     noise = _pa.uniform(tf.shape(real), real.dtype, seed, _pa.NOISE_STREAM)
     std = _pa.sample_std(tf.cast(real, acc))
-    return ops.ganops_per_sample_add(real, noise, alpha * (0.5 * std))
+    return _add(real, noise, alpha * (0.5 * std))
 
 
 def _loss_scale(optimizer, where=_pa.GP):
@@ -193,6 +208,7 @@ def gradient_penalty(D, real, fake=None, kind="wgan-gp", weight=None, target=1.0
     """
     spec, op_weight, target, reduction = _pa.resolve_scalars(kind, weight, target, reduction)
     real, fake = _pa.check_samples(spec, kind, real, fake)
+    _pa.check_scalar_range(op_weight, target, (real if real is not None else fake).dtype)
     seed = _pa.check_seed(seed)
     scale = _loss_scale(optimizer)
     x = _penalty_samples(spec, real, fake, seed)

@@ -6,9 +6,11 @@ import tensorflow as tf
 # uses it the same way); the public API has no equivalent.
 from keras.src.backend import AutocastScope, get_stateless_scope
 
-from ganops._activations import resolve
 from ganops.tf import _args
 from ganops.tf.functional import bias_act, spectral_norm
+
+
+FBA = "ganops.tf.layers.FusedBiasAct"
 
 
 @keras.saving.register_keras_serializable(package="ganops")
@@ -25,7 +27,9 @@ class FusedBiasAct(keras.layers.Layer):
     def __init__(self, act="linear", alpha=None, gain=None, clamp=None, dim=-1, use_bias=True,
                  bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        resolve(act, alpha, gain, clamp)  # fail at construction, not at first call
+        # Fail at construction, not at the first call (dim=None would only fail in build).
+        _args.resolve_bias_act(act, alpha, gain, clamp)
+        dim = _args.check_dim(dim, FBA)
         self.act = act
         self.alpha = alpha
         self.gain = gain
@@ -38,13 +42,12 @@ class FusedBiasAct(keras.layers.Layer):
         if self.use_bias:
             rank = len(input_shape)
             if not -rank <= self.dim < rank:
-                raise ValueError(f"dim {self.dim} is out of range for inputs with {rank} dims")
+                raise ValueError(f"{FBA}: dim {self.dim} is out of range for inputs with {rank} "
+                                 "dims")
             channels = input_shape[self.dim]
             if channels is None:
-                raise ValueError(
-                    f"FusedBiasAct needs a known size for axis dim={self.dim} to create its bias; "
-                    f"got input shape {tuple(input_shape)}"
-                )
+                raise ValueError(f"{FBA}: needs a known size for axis dim={self.dim} to create its "
+                                 f"bias; got input shape {tuple(input_shape)}")
             self.bias = self.add_weight(
                 name="bias", shape=(channels,), initializer=self.bias_initializer, trainable=True
             )
@@ -131,9 +134,9 @@ class SpectralNormalization(keras.layers.SpectralNormalization):
     (ganops.tf.power_iteration, ganops.tf.spectral_normalize); what is saved for backward is the
     kernel (no copy), u, v and sigma.
 
-    XLA: the fused ops have no XLA kernels, so the layer sets ``supports_jit = False`` (Keras'
-    ``jit_compile="auto"`` then stays off); ``jit_compile=True`` fails with "no registered
-    OpKernel for XLA".
+    XLA: inside a graph that XLA compiles (``compile(jit_compile=True)``, or "auto" on a GPU
+    machine) the fused ops become their plain-TF formulas, with the same values and gradients,
+    which XLA fuses.
 
     Distribution: vector_u is created by Keras' build with Keras' settings (aggregation "none",
     synchronization "auto"): under tf.distribute.MirroredStrategy every replica computes the
@@ -159,9 +162,6 @@ class SpectralNormalization(keras.layers.SpectralNormalization):
         super().__init__(layer, power_iterations=power_iterations, **kwargs)
         self.gradient_through_sigma = bool(gradient_through_sigma)
         self.epsilon = epsilon
-        # The fused ops have no XLA kernels: keep compile(jit_compile="auto") from choosing XLA
-        # on GPU machines (Keras consults supports_jit on every layer).
-        self.supports_jit = False
 
     def _eps(self):
         return _args.resolve_eps(self.epsilon, "epsilon")

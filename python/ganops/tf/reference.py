@@ -9,7 +9,6 @@ import math
 
 import tensorflow as tf
 
-from ganops._activations import resolve
 from ganops.tf import _args
 from ganops.tf import _penalty_args as _pa
 from ganops.tf._args import check_tensors
@@ -26,20 +25,23 @@ def _negative_part_expm1(z):
 
 
 def _apply(act, z, alpha):
+    # At z = 0 the piecewise activations take the negative branch's derivative, as torch and
+    # tf.nn.leaky_relu do (relu 0, lrelu alpha, elu 1, selu scale * alpha); tf.nn.selu takes the
+    # positive branch there, torch's convention is kept.
     if act == "linear":
         return z
     if act == "relu":
         return tf.nn.relu(z)
     if act == "lrelu":
-        return tf.where(z >= 0, z, z * alpha)
+        return tf.where(z > 0, z, z * alpha)
     if act == "tanh":
         return tf.tanh(z)
     if act == "sigmoid":
         return tf.sigmoid(z)
     if act == "elu":
-        return tf.where(z >= 0, z, _negative_part_expm1(z))
+        return tf.where(z > 0, z, _negative_part_expm1(z))
     if act == "selu":
-        return SELU_SCALE * tf.where(z >= 0, z, SELU_ALPHA * _negative_part_expm1(z))
+        return SELU_SCALE * tf.where(z > 0, z, SELU_ALPHA * _negative_part_expm1(z))
     if act == "softplus":
         return tf.nn.softplus(z)
     if act == "swish":
@@ -63,8 +65,9 @@ def _bias_shape(x, dim):
 def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
     """``clip(act(x + b) * gain, -clamp, clamp)`` with plain TF ops; same arguments as
     ganops.tf.bias_act."""
-    alpha, gain, clamp = resolve(act, alpha, gain, clamp)
+    alpha, gain, clamp = _args.resolve_bias_act(act, alpha, gain, clamp)
     x, b, dim = check_tensors(x, b, dim)
+    _args.check_bias_act_range(alpha, gain, x.dtype)
     dtype = x.dtype
     compute_dtype = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
     z = tf.cast(x, compute_dtype)
@@ -81,7 +84,8 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
 
 def _normalize(a, eps):
     """a / max(||a||, eps): keras.ops.normalize over all elements."""
-    return a / tf.maximum(tf.norm(a), tf.cast(eps, a.dtype))
+    # tf.constant, not tf.cast: tf.cast would make the Python float a float32 tensor first.
+    return a / tf.maximum(tf.norm(a), tf.constant(eps, a.dtype))
 
 
 def spectral_norm_power_iteration(weight, u, power_iterations=1, eps=None):
@@ -95,7 +99,7 @@ def spectral_norm_power_iteration(weight, u, power_iterations=1, eps=None):
     rows, _ = _args.weight_rows_cols(weight)
     u = _args.check_vector(u, weight, rows, "u", "weight.shape[-1]")
     n = _args.check_power_iterations(power_iterations)
-    eps = _args.resolve_eps(eps)
+    eps = _args.resolve_eps(eps, dtype=weight.dtype)
     acc = _args.sigma_dtype(weight.dtype)
     w2 = tf.reshape(tf.cast(weight, acc), [-1, tf.shape(weight)[-1]])
     uu = tf.reshape(tf.cast(u, acc), [1, -1])
@@ -138,8 +142,10 @@ def penalty_from_gradient(grad, kind="wgan-gp", weight=None, target=1.0, reducti
     as plain autodiff of a norm is."""
     spec, weight, target, reduction = _pa.resolve_scalars(kind, weight, target, reduction)
     grad = tf.convert_to_tensor(grad)
+    _pa.check_scalar_range(weight, target, grad.dtype)
+    grad_scale = _pa.check_grad_scale(grad_scale, grad.dtype)
     acc = _pa.acc_dtype(grad.dtype)
-    g = tf.cast(grad, acc) * tf.cast(grad_scale, acc)
+    g = tf.cast(grad, acc) * _pa.scalar_tensor(grad_scale, acc)
     norms = tf.norm(tf.reshape(g, [tf.shape(g)[0], -1]), axis=1)
     if spec.op_kind == "squared":
         per_sample = weight * tf.square(norms)
