@@ -21,6 +21,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/framework/tensor.h"
+#include "ganops/arg_text.h"
 #include "tf_adapter.h"
 
 namespace ganops {
@@ -183,19 +184,19 @@ class BiasActKernelBase : public OpKernel {
     OP_REQUIRES_OK(ctx, GetExactScalarAttr(ctx, "clamp", &clamp));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("dim", &dim_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("has_bias", &has_bias_));
-    const ActInfo* info = HasNul(act) ? nullptr : find_act(act.c_str());
+    const ActInfo* info = find_act(act);
     OP_REQUIRES(ctx, info != nullptr,
                 errors::InvalidArgument("ganops.bias_act: act: unknown activation ",
-                                        QuoteForMessage(act), "; expected one of ", act_names()));
+                                        quote_arg(act), "; expected one of ", act_names()));
     // Every op's input 0 has type T; the kernels compute in float64 for it, else in float32.
     const DataType dtype = ctx->input_type(0);
-    OP_REQUIRES(ctx, FiniteInComputeType(dtype, alpha),
+    OP_REQUIRES(ctx, finite_in_compute_type(alpha, DoubleCompute(dtype)),
                 errors::InvalidArgument("ganops.bias_act: alpha ", alpha, " must be finite in ",
-                                        ComputeTypeName(dtype), ", the compute type of ",
+                                        compute_type_name(DoubleCompute(dtype)), ", the compute type of ",
                                         DataTypeString(dtype), " x"));
-    OP_REQUIRES(ctx, FiniteInComputeType(dtype, gain),
+    OP_REQUIRES(ctx, finite_in_compute_type(gain, DoubleCompute(dtype)),
                 errors::InvalidArgument("ganops.bias_act: gain ", gain, " must be finite in ",
-                                        ComputeTypeName(dtype), ", the compute type of ",
+                                        compute_type_name(DoubleCompute(dtype)), ", the compute type of ",
                                         DataTypeString(dtype), " x"));
     // Exactly -1 means no clamp (what the front ends pass for None); any other negative value
     // or NaN is a caller's mistake, which `clamp < 0` used to read silently as "no clamp".

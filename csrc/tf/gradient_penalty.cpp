@@ -30,6 +30,7 @@
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/types.h"
+#include "ganops/arg_text.h"
 #include "tf_adapter.h"
 
 namespace ganops {
@@ -322,23 +323,23 @@ class PenaltyKernelBase : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reduction", &reduction));
     OP_REQUIRES_OK(ctx, GetExactScalarAttr(ctx, "target", &target));
     OP_REQUIRES_OK(ctx, GetExactScalarAttr(ctx, "weight", &weight));
-    OP_REQUIRES(ctx, !HasNul(kind) && parse_penalty_kind(kind.c_str(), &base_.kind),
+    OP_REQUIRES(ctx, parse_penalty_kind(kind, &base_.kind),
                 errors::InvalidArgument("ganops.gradient_penalty: kind: unknown penalty ",
-                                        QuoteForMessage(kind), "; expected one of ",
+                                        quote_arg(kind), "; expected one of ",
                                         kPenaltyKindNames));
-    OP_REQUIRES(ctx, !HasNul(reduction) && parse_reduction(reduction.c_str(), &base_.reduction),
+    OP_REQUIRES(ctx, parse_reduction(reduction, &base_.reduction),
                 errors::InvalidArgument("ganops.gradient_penalty: reduction: unknown reduction ",
-                                        QuoteForMessage(reduction), "; expected one of ",
+                                        quote_arg(reduction), "; expected one of ",
                                         kReductionNames));
     const DataType acc = DataTypeToEnum<A>::v();
-    OP_REQUIRES(ctx, FiniteInComputeType(acc, target),
+    OP_REQUIRES(ctx, finite_in_compute_type(target, DoubleCompute(acc)),
                 errors::InvalidArgument("ganops.gradient_penalty: target ", target,
-                                        " must be finite in ", ComputeTypeName(acc),
+                                        " must be finite in ", compute_type_name(DoubleCompute(acc)),
                                         ", the type of the norms for ",
                                         DataTypeString(DataTypeToEnum<T>::v()), " gradients"));
-    OP_REQUIRES(ctx, FiniteInComputeType(acc, weight),
+    OP_REQUIRES(ctx, finite_in_compute_type(weight, DoubleCompute(acc)),
                 errors::InvalidArgument("ganops.gradient_penalty: weight ", weight,
-                                        " must be finite in ", ComputeTypeName(acc),
+                                        " must be finite in ", compute_type_name(DoubleCompute(acc)),
                                         ", the type of the norms for ",
                                         DataTypeString(DataTypeToEnum<T>::v()), " gradients"));
     base_.target = target;

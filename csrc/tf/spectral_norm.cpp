@@ -355,7 +355,8 @@ class PowerIterationOp : public SpectralKernelBase<T> {
     const A eps_a = static_cast<A>(eps);
     OP_REQUIRES(ctx, eps > 0.0 && eps_a > A(0) && std::isfinite(eps_a),
                 errors::InvalidArgument("ganops.spectral_norm: eps must be finite and > 0, got ",
-                                        eps, " (in ", ComputeTypeName(DataTypeToEnum<A>::v()),
+                                        eps, " (in ",
+                                        compute_type_name(DoubleCompute(DataTypeToEnum<A>::v())),
                                         ", the type of the norms for ",
                                         DataTypeString(DataTypeToEnum<T>::v()), " weights)"));
     eps_ = eps;

@@ -1,13 +1,11 @@
 // Pieces shared by the TensorFlow adapters (one file per op): the TF names they
 // use, the core's parallel-for on TF's CPU worker pool, the TF-type to launcher-dtype map for CUDA,
-// exact double attributes, checks of string attributes and of scalars against the compute type,
-// and an OP_REQUIRES for helpers that return bool.
+// exact double attributes, and an OP_REQUIRES for helpers that return bool. (Name lookups,
+// message quoting and the scalar range rules are the core's: activation.h, arg_text.h.)
 #pragma once
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -89,41 +87,9 @@ inline absl::Status GetExactScalarAttr(OpKernelConstruction* ctx, const std::str
   return absl::OkStatus();
 }
 
-// Whether `value` stays finite in the type the kernels compute in: float64 for float64 tensors,
-// float32 for every other float type. A double such as 1e308 would become inf in float32 and the
-// outputs NaN, so the kernels refuse it.
-inline bool FiniteInComputeType(DataType dtype, double value) {
-  if (dtype == ::tensorflow::DT_DOUBLE) return std::isfinite(value);
-  return std::isfinite(static_cast<float>(value));
-}
-
-inline const char* ComputeTypeName(DataType dtype) {
-  return dtype == ::tensorflow::DT_DOUBLE ? "float64" : "float32";
-}
-
-// std::string from GetAttr keeps an embedded NUL, and the core compares names with strcmp on
-// c_str(): "relu\0junk" would be read as "relu". Callers refuse such names.
-inline bool HasNul(const std::string& s) { return s.find('\0') != std::string::npos; }
-
-// A string attribute quoted for an error message: at most 40 characters, non-printable ones
-// escaped, so a long or binary name gives a readable message.
-inline std::string QuoteForMessage(const std::string& s) {
-  constexpr size_t kMax = 40;
-  std::string out = "'";
-  for (size_t i = 0; i < s.size() && i < kMax; ++i) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
-      out += static_cast<char>(c);
-    } else {
-      char escaped[8];
-      std::snprintf(escaped, sizeof(escaped), "\\x%02x", c);
-      out += escaped;
-    }
-  }
-  out += "'";
-  if (s.size() > kMax) out += "... (" + std::to_string(s.size()) + " characters)";
-  return out;
-}
+// Whether the kernels compute in float64 (for float64 tensors) rather than float32: the type
+// scalar arguments are checked against (finite_in_compute_type in the core).
+inline bool DoubleCompute(DataType dtype) { return dtype == ::tensorflow::DT_DOUBLE; }
 
 inline ::tensorflow::thread::ThreadPool* cpu_pool(::tensorflow::OpKernelContext* ctx) {
   return ctx->device()->tensorflow_cpu_worker_threads()->workers;

@@ -182,8 +182,9 @@ def _penalty_backward_fake(grad_output, grad, norms, kind, target, weight, grad_
 
 
 def psi(kind, n, target):
-    """phi'(n) / n and its derivative in n, 0 where n == 0 (and where one-sided is inactive)."""
-    safe = torch.where(n > 0, n, torch.ones_like(n))
+    """phi'(n) / n and its derivative in n, 0 where n == 0 (and where one-sided is inactive).
+    The masks test n != 0 and n <= target, so a NaN norm gives NaN, as in the C++ kernels."""
+    safe = torch.where(n != 0, n, torch.ones_like(n))
     zero = torch.zeros_like(n)
     if kind == "norm":
         value, slope = 1 / safe, -1 / safe**2
@@ -191,7 +192,7 @@ def psi(kind, n, target):
         return torch.full_like(n, 2.0), zero
     else:
         value, slope = 2 - 2 * target / safe, 2 * target / safe**2
-    active = n > 0 if kind != "one-sided" else (n > 0) & (n > target)
+    active = n != 0 if kind != "one-sided" else (n != 0) & ~(n <= target)
     return torch.where(active, value, zero), torch.where(active, slope, zero)
 
 
@@ -230,8 +231,8 @@ def _penalty_backward_backward(ctx, hess):
         else:
             d_gout = (per.sum() / (n_batch if reduction == "mean" else 1)).reshape(grad_output.shape)
     if ctx.needs_input_grad[1]:
-        safe = torch.where(norms > 0, norms, torch.ones_like(norms))
-        curv = torch.where(norms > 0, weight * (s2 * slope) * (s2 / safe), torch.zeros_like(norms))
+        safe = torch.where(norms != 0, norms, torch.ones_like(norms))
+        curv = torch.where(norms != 0, weight * (s2 * slope) * (s2 / safe), torch.zeros_like(norms))
         d = c[:, None] * (k[:, None] * h + (curv * hg)[:, None] * g)
         d_grad = d.reshape(grad.shape).to(grad.dtype)
     return d_gout, d_grad, None, None, None, None, None, None
