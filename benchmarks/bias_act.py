@@ -8,6 +8,9 @@ The memory-bound limit for an out-of-place op: forward is `x.clone()` (read N, w
 forward+backward is clone() plus `g * x` (the backward of an op that saves x reads g and x and
 writes dx: 3N), 5N element transfers in all, the least a fused bias_act can move.
 Backward uses a fixed upstream gradient g and asks for the gradients of x and b.
+The bias-layout cases (a discriminator's [N, 1] output, a one-channel map, to-RGB in channels_last
+/ NHWC, a 4x4 map) also time ganops without a bias: with one the call should cost at most 1.3x
+as much ("vs ganops without bias" >= 0.77x), whatever the layout.
 Ratios: "ganops / limit" is a time ratio (want <= 1.2); "vs X" is X's time over ganops' time
 (how many times faster ganops is). GB/s: those least bytes (fwd 2N, fwd+bwd 5N elements) over the
 median time; "% of copy" compares with the forward limit's GB/s (on a GPU, a device-to-device copy).
@@ -19,18 +22,24 @@ from benchmarks.timing import measure
 
 OP = "bias_act"
 
-# (name, NCHW shape, dtypes). dim=1 for torch; TF gets the channels-last permutation and dim=-1.
+# (name, NCHW shape, dtypes, acts, bias-layout case). dim=1 for torch; TF gets the channels-last
+# permutation and dim=-1. A "channels_last" name runs torch in channels_last memory format.
+ACTS = ("lrelu", "swish")
 FULL_CASES = [
-    ("conv 32x512x32x32", (32, 512, 32, 32), ("float32", "bfloat16")),
-    ("conv 64x256x64x64", (64, 256, 64, 64), ("float32",)),
-    ("dense 256x512", (256, 512), ("float32", "bfloat16")),
+    ("conv 32x512x32x32", (32, 512, 32, 32), ("float32", "bfloat16"), ACTS, False),
+    ("conv 64x256x64x64", (64, 256, 64, 64), ("float32",), ACTS, False),
+    ("dense 256x512", (256, 512), ("float32", "bfloat16"), ACTS, False),
+    ("D output 65536x1", (65536, 1), ("float32",), ("lrelu",), True),
+    ("1-channel 64x1x128x128", (64, 1, 128, 128), ("float32",), ("lrelu",), True),
+    ("to-RGB 16x3x256x256 channels_last", (16, 3, 256, 256), ("float32",), ("lrelu",), True),
+    ("4x4 map 64x512x4x4", (64, 512, 4, 4), ("float32",), ("lrelu",), True),
 ]
 QUICK_CASES = [
-    ("conv 4x64x16x16", (4, 64, 16, 16), ("float32", "bfloat16")),
-    ("dense 64x128", (64, 128), ("float32",)),
+    ("conv 4x64x16x16", (4, 64, 16, 16), ("float32", "bfloat16"), ACTS, False),
+    ("dense 64x128", (64, 128), ("float32",), ACTS, False),
+    ("D output 256x1", (256, 1), ("float32",), ("lrelu",), True),
+    ("to-RGB 2x3x16x16 channels_last", (2, 3, 16, 16), ("float32",), ("lrelu",), True),
 ]
-FULL_ACTS = ("lrelu", "swish")
-QUICK_ACTS = ("lrelu", "swish")
 PASSES = ("fwd", "fwd+bwd")
 
 # How the report reads the rows: which variant is ours, which is the limit, what the targets are.
@@ -39,29 +48,28 @@ PASSES = ("fwd", "fwd+bwd")
 SPEC = {
     "torch": dict(
         variants=[("clone", "clone()"), ("ganops", "ganops"), ("ref_eager", "ref eager"),
-                  ("ref_compile", "ref torch.compile")],
+                  ("ref_compile", "ref torch.compile"), ("ganops_nobias", "ganops without bias")],
         subject="ganops",
         limit=("clone", 1.2),
-        baselines=[("ref_eager", 2.5), ("ref_compile", 1.0)],
+        baselines=[("ref_eager", 2.5), ("ref_compile", 1.0), ("ganops_nobias", 0.77)],
         saved=["ganops", "ref_eager", "ref_compile"],
     ),
     "tf": dict(
         variants=[("copy", "copy"), ("ganops_fn", "ganops tf.function"), ("ganops_eager", "ganops eager"),
-                  ("ref_eager", "ref eager"), ("ref_fn", "ref tf.function"), ("ref_xla", "ref XLA")],
+                  ("ref_eager", "ref eager"), ("ref_fn", "ref tf.function"), ("ref_xla", "ref XLA"),
+                  ("ganops_nobias_fn", "ganops tf.function without bias")],
         subject="ganops_fn",
         limit=("copy", 1.2),
-        baselines=[("ref_eager", 2.5), ("ref_fn", 1.0), ("ref_xla", 1.0)],
+        baselines=[("ref_eager", 2.5), ("ref_fn", 1.0), ("ref_xla", 1.0), ("ganops_nobias_fn", 0.77)],
         saved=[],
     ),
 }
 
 
 def _cases(quick):
-    cases = QUICK_CASES if quick else FULL_CASES
-    acts = QUICK_ACTS if quick else FULL_ACTS
-    for name, shape, dtypes in cases:
+    for name, shape, dtypes, acts, layout_case in QUICK_CASES if quick else FULL_CASES:
         for dtype in dtypes:
-            yield name, shape, dtype, acts
+            yield name, shape, dtype, acts, layout_case
 
 
 def _bytes_moved(numel, itemsize, pass_):
@@ -95,11 +103,13 @@ def run_torch(opts, budget, log):
     rows = []
     gen = torch.Generator(device="cpu").manual_seed(0)
 
-    for name, shape, dtype_name, acts in _cases(opts.quick):
+    for name, shape, dtype_name, acts, layout_case in _cases(opts.quick):
         dtype = getattr(torch, dtype_name)
         x = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
-        b = torch.randn(shape[1], generator=gen).to(device=device, dtype=dtype)
         g = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+        if "channels_last" in name:
+            x, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, g))
+        b = torch.randn(shape[1], generator=gen).to(device=device, dtype=dtype)
         xg, bg = x.detach().requires_grad_(), b.detach().requires_grad_()
         base = dict(framework="torch", op=OP, case=name, shape=shape, dtype=dtype_name)
 
@@ -111,6 +121,9 @@ def run_torch(opts, budget, log):
                 y = f(xg, bg)
                 return torch.autograd.grad(y, (xg, bg), g)
             return step
+
+        def nobias(f):  # the same call without a bias: what the bias alone costs
+            return lambda x, b: f(x, None)
 
         # The memory-bound limit does not depend on the activation: time it once per shape/dtype.
         limit = {
@@ -138,7 +151,10 @@ def run_torch(opts, budget, log):
                 moved = _bytes_moved(x.numel(), x.element_size(), pass_)
                 common = dict(base, act=act, pass_=pass_, bytes_moved=moved)
                 rows.append(row(**common, variant="clone", timing=limit_timing[pass_]))
-                for variant, f in (("ganops", ours), ("ref_eager", eager), ("ref_compile", compiled[pass_])):
+                variants = [("ganops", ours), ("ref_eager", eager), ("ref_compile", compiled[pass_])]
+                if layout_case:
+                    variants.append(("ganops_nobias", nobias(ours)))
+                for variant, f in variants:
                     log(f"torch {name} {dtype_name} {act} {pass_} {variant}")
                     note = compile_note[pass_] if variant == "ref_compile" else None
                     if f is None:
@@ -146,8 +162,11 @@ def run_torch(opts, budget, log):
                         continue
                     saved = None
                     try:
-                        t = measure(wrap(f), budget, sync)
-                        if pass_ == "fwd+bwd":
+                        if variant == "ganops_nobias" and pass_ == "fwd+bwd":
+                            t = measure(lambda: torch.autograd.grad(f(xg, bg), (xg,), g), budget, sync)
+                        else:
+                            t = measure(wrap(f), budget, sync)
+                        if pass_ == "fwd+bwd" and variant != "ganops_nobias":
                             try:
                                 saved = _saved_bytes_torch(torch, f, xg, bg)
                             except Exception as exc:  # noqa: BLE001
@@ -178,7 +197,7 @@ def run_tf(opts, budget, log):
             for t in tf.nest.flatten(out):
                 tf.reshape(t, [-1])[0].numpy()
 
-    for name, shape_nchw, dtype_name, acts in _cases(opts.quick):
+    for name, shape_nchw, dtype_name, acts, layout_case in _cases(opts.quick):
         shape = (shape_nchw[0],) + tuple(shape_nchw[2:]) + (shape_nchw[1],)  # channels last
         dtype = getattr(tf, dtype_name)
         with tf.device(dev):
@@ -221,6 +240,9 @@ def run_tf(opts, budget, log):
                     return tape.gradient(y, [x, b], output_gradients=g)
                 return step
 
+            def ours_nobias(x, b, act=act):
+                return gtf.bias_act(x, None, dim=-1, act=act)
+
             variants = {
                 "ganops_eager": (ours, False, None),
                 "ganops_fn": (ours, True, False),
@@ -228,6 +250,8 @@ def run_tf(opts, budget, log):
                 "ref_fn": (reference, True, False),
                 "ref_xla": (reference, True, True),
             }
+            if layout_case:
+                variants["ganops_nobias_fn"] = (ours_nobias, True, False)
             for pass_ in PASSES:
                 moved = _bytes_moved(numel, itemsize, pass_)
                 common = dict(base, act=act, pass_=pass_, bytes_moved=moved)
