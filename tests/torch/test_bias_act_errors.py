@@ -34,6 +34,20 @@ def test_negative_clamp():
         ops.bias_act(torch.randn(2, 3), None, 1, "relu", 0.0, 1.0, -1.0)
 
 
+@pytest.mark.parametrize("name", ["gain", "clamp"])
+@pytest.mark.parametrize("bad", ["2", True, [1.0]])
+def test_scalar_that_is_not_a_number(name, bad):
+    # float("2") would have taken the string: the mistake must be named, not absorbed.
+    with pytest.raises(TypeError, match=f"ganops.bias_act: {name} must be a float"):
+        gt.bias_act(torch.randn(2, 3), act="relu", **{name: bad})
+
+
+def test_long_activation_name_is_cut_in_the_message():
+    with pytest.raises(ValueError, match=r"^ganops.bias_act: act: unknown activation 'xxx") as info:
+        gt.bias_act(torch.randn(2, 3), act="x" * 10000)
+    assert len(str(info.value)) < 300
+
+
 def test_alpha_for_an_activation_that_has_none():
     with pytest.raises(ValueError, match="alpha is only used by act='lrelu'"):
         gt.bias_act(torch.randn(2, 3), act="relu", alpha=0.1)

@@ -6,6 +6,8 @@ Autograd chain, each step itself a custom op with an exact derivative:
   bias_act_backward2  --grad-->  not supported: third order raises a clear error.
 What is saved: x and b (b is tiny), nothing for linear without clamp; never y as well as x.
 """
+import math
+
 import torch
 
 from ganops import _activations
@@ -16,12 +18,19 @@ ops = torch.ops.ganops
 _PIECEWISE_LINEAR = ("linear", "relu", "lrelu")
 
 
-def _check(x, b, dim, act, clamp):
+def _check(x, b, dim, act, alpha, gain, clamp):
     """The C++ checks, for fake tensors (torch.compile, opcheck) that never reach C++."""
     torch._check(x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
                  lambda: f"ganops.bias_act: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
     torch._check(act in _activations.defaults(), lambda: f"ganops.bias_act: act: unknown activation {act!r}")
     torch._check(clamp is None or clamp >= 0, lambda: f"ganops.bias_act: clamp must be None or >= 0, got {clamp}")
+    # As the C++ check: gain and alpha must stay finite in the compute type (float32 unless x is
+    # float64), or every output would be inf or NaN.
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    for name, value in (("gain", gain), ("alpha", alpha)):
+        torch._check_value(math.isfinite(value) and abs(value) <= torch.finfo(compute).max, lambda: (
+            f"ganops.bias_act: {name} must be finite in {compute} (the compute type for {x.dtype} x), "
+            f"got {value}"))
     if b is not None:
         torch._check(-x.ndim <= dim < x.ndim, lambda: f"ganops.bias_act: dim {dim} is out of range for x with {x.ndim} dims")
         torch._check(b.ndim == 1 and b.shape[0] == x.shape[dim],
@@ -39,13 +48,13 @@ def _check_same_device(t, name, x):
 
 @torch.library.register_fake("ganops::bias_act")
 def _bias_act_fake(x, b, dim, act, alpha, gain, clamp):
-    _check(x, b, dim, act, clamp)
+    _check(x, b, dim, act, alpha, gain, clamp)
     return torch.empty_like(x)
 
 
 @torch.library.register_fake("ganops::bias_act_backward")
 def _bias_act_backward_fake(grad, x, b, dim, act, alpha, gain, clamp):
-    _check(x, b, dim, act, clamp)
+    _check(x, b, dim, act, alpha, gain, clamp)
     torch._check(grad.shape == x.shape, lambda: "ganops.bias_act: grad must have x's shape")
     _check_same_device(grad, "grad", x)
     return torch.empty_like(x)
@@ -53,7 +62,7 @@ def _bias_act_backward_fake(grad, x, b, dim, act, alpha, gain, clamp):
 
 @torch.library.register_fake("ganops::bias_act_backward2")
 def _bias_act_backward2_fake(grad_grad, grad, x, b, dim, act, alpha, gain, clamp):
-    _check(x, b, dim, act, clamp)
+    _check(x, b, dim, act, alpha, gain, clamp)
     _check_same_device(grad, "grad", x)
     _check_same_device(grad_grad, "grad_grad", x)
     return torch.empty_like(x)
