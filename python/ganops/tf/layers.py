@@ -130,9 +130,12 @@ class SpectralNormalization(keras.layers.SpectralNormalization):
     result is not stored, so inference changes no state. Weights saved in this mode hold the raw
     W, which Keras' layer would read as an already-normalized kernel.
 
-    In both modes the power iteration, W / sigma and its gradient are fused ops
-    (ganops.tf.power_iteration, ganops.tf.spectral_normalize); what is saved for backward is the
-    kernel (no copy), u, v and sigma.
+    In both modes the power iteration is the fused ganops.tf.power_iteration. With
+    ``gradient_through_sigma=True`` W / sigma and its gradient are the fused
+    ganops.tf.spectral_normalize; what is saved for backward is the kernel (no copy), u, v and
+    sigma. In Keras' mode the assignment cuts that gradient, so a float32/float64 kernel is
+    multiplied by 1 / sigma with TF's Mul, the fused op's own arithmetic (same bits, and
+    ``normalized_weights()`` still returns them); float16/bfloat16 kernels keep the fused op.
 
     XLA: inside a graph that XLA compiles (``compile(jit_compile=True)``, or "auto" on a GPU
     machine) the fused ops become their plain-TF formulas, with the same values and gradients,
