@@ -91,6 +91,28 @@ def test_all_zero_kernel_is_skipped_like_keras(kind):
     assert not np.any(g.kernel.numpy())
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("in_function", [False, True], ids=["eager", "tf_function"])
+def test_training_update_is_the_fused_ops_bit_for_bit(dtype, in_function):
+    # The training call computes kernel / sigma with TF's Mul by 1 / sigma where the kernel is
+    # in sigma's dtype (the fused op elsewhere): the same arithmetic as normalized_weights().
+    keras.utils.set_random_seed(6)
+    g = gtf.layers.SpectralNormalization(keras.layers.Conv2D(6, 3, dtype=dtype), dtype=dtype,
+                                         power_iterations=2)
+    g.build((None, 7, 7, 4))
+    assert g.kernel.dtype == dtype
+    x = tf.cast(inputs("conv2d", seed=3), dtype)
+    call = tf.function(lambda x: g(x, training=True)) if in_function else (
+        lambda x: g(x, training=True))
+    for _ in range(3):
+        u_new, kernel_new = g.normalized_weights()
+        y = call(x)
+        np.testing.assert_array_equal(g.vector_u.numpy(), u_new.numpy())
+        np.testing.assert_array_equal(g.kernel.numpy(), kernel_new.numpy())
+        np.testing.assert_array_equal(y.numpy(), g.layer(x).numpy())
+        g.kernel.assign(g.kernel * tf.constant(1.5, dtype))  # sigma != 1 at the next step
+
+
 def test_embedding_with_integer_ids_returns_floats():
     g = build(gtf.layers.SpectralNormalization, "embedding")
     ids = tf.constant([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], tf.int32)
