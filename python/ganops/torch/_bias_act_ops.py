@@ -4,6 +4,7 @@ Autograd chain, each step itself a custom op with an exact derivative:
   bias_act            --grad-->  bias_act_backward   (dz = dy * f'(z) * gain * mask)
   bias_act_backward   --grad-->  bias_act_backward   (for dy)  and  bias_act_backward2 (for x, b)
   bias_act_backward2  --grad-->  not supported: third order raises a clear error.
+bias_act_backward_bias (dz and db = dz summed per channel in one pass) is first order only.
 What is saved: x and b (b is tiny), nothing for linear without clamp; never y as well as x.
 """
 import torch
@@ -49,6 +50,14 @@ def _bias_act_backward_fake(grad, x, b, dim, act, alpha, gain, clamp):
     torch._check(grad.shape == x.shape, lambda: "ganops.bias_act: grad must have x's shape")
     _check_same_device(grad, "grad", x)
     return torch.empty_like(x)
+
+
+@torch.library.register_fake("ganops::bias_act_backward_bias")
+def _bias_act_backward_bias_fake(grad, x, b, dim, act, alpha, gain, clamp):
+    _check(x, b, dim, act, clamp)
+    torch._check(grad.shape == x.shape, lambda: "ganops.bias_act: grad must have x's shape")
+    _check_same_device(grad, "grad", x)
+    return torch.empty_like(x), torch.empty_like(b, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("ganops::bias_act_backward2")
@@ -119,6 +128,24 @@ def _bias_act_backward_backward(ctx, grad_grad):
 
 torch.library.register_autograd(
     "ganops::bias_act_backward", _bias_act_backward_backward, setup_context=_bias_act_backward_setup
+)
+
+
+def _bias_act_backward_bias_setup(ctx, inputs, output):
+    pass
+
+
+def _bias_act_backward_bias_backward(ctx, grad_dz, grad_db):
+    raise RuntimeError(
+        "ganops.bias_act_backward_bias is the first-order backward only and has no derivative; "
+        "for higher orders differentiate ganops.bias_act itself (which uses bias_act_backward "
+        "under create_graph=True)."
+    )
+
+
+torch.library.register_autograd(
+    "ganops::bias_act_backward_bias", _bias_act_backward_bias_backward,
+    setup_context=_bias_act_backward_bias_setup,
 )
 
 
