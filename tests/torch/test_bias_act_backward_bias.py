@@ -90,6 +90,17 @@ def test_db_matches_torch_autograd(dtype, layout, act):
     assert bool((err <= bound).all()), f"max error {err.max().item()} over bound {(err / bound).max().item()}x"
 
 
+@pytest.mark.parametrize("layout", ["nchw_odd", "channels_last_odd", "nc_wide", "n1", "map4x4"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_autograd_uses_the_fused_op(dtype, layout):
+    x, b, dy, dim = _inputs(layout, dtype)
+    dz, db = ops.bias_act_backward_bias(dy, x, b, dim, "lrelu", 0.2, math.sqrt(2), None)
+    xg, bg = x.clone().requires_grad_(), b.clone().requires_grad_()
+    gt.bias_act(xg, bg, dim=dim, act="lrelu").backward(dy)
+    assert torch.equal(xg.grad, dz)
+    assert torch.equal(bg.grad, db)
+
+
 @pytest.mark.parametrize("layout", ["nchw_odd", "channels_last_odd", "nhwc_dim_last", "nc_wide", "n1", "map2x2_wide"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_same_bits_for_any_thread_count(dtype, layout):
