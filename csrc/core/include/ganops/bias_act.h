@@ -325,6 +325,31 @@ GANOPS_HD void run_sums(const Op& op, int64_t start, int64_t n, const A* bias, A
   }
 }
 
+// Short blocks (4x4 maps): a sum per block would cost a lane fold per few elements, so element
+// k of a block of channel c goes into acc[c * inner + k] instead (acc spans one period).
+struct BiasBlockPositions {
+  int64_t inner, channels;
+};
+constexpr int64_t kMaxPositionBlock = 4 * kSumLanes;
+
+template <typename A, typename Op>
+GANOPS_HD void run_sums(const Op& op, int64_t start, int64_t n, const A* bias, A* acc,
+                        BiasBlockPositions blocks) {
+  const int64_t inner = blocks.inner;
+  const int64_t end = start + n;
+  int64_t c = (start / inner) % blocks.channels;
+  for (int64_t i = start; i < end;) {
+    const int64_t offset = i % inner;
+    const int64_t m = std::min(end - i, inner - offset);
+    const A bias_value = bias[c];
+    A* block_acc = acc + c * inner + offset;
+#pragma GCC ivdep
+    for (int64_t k = 0; k < m; ++k) block_acc[k] += op(i + k, bias_value);
+    i += m;
+    c = c + 1 == blocks.channels ? 0 : c + 1;
+  }
+}
+
 #if GANOPS_CPU_DISPATCH
 template <typename A, typename Op, typename Mode>
 GANOPS_TARGET_AVX2_FMA void run_sums_avx2(const Op& op, int64_t start, int64_t n, const A* bv,
@@ -343,10 +368,14 @@ void elementwise_channel_sums(const BiasActParams& p, const T* b, T* sum,
   using Kind = typename BiasLayout<A>::Kind;
   const std::vector<A> bias = bias_in_compute_type(p, b);
   const BiasLayout<A> layout(p, bias.data());
-  // Partials per chunk: one per table entry (a short-period table repeats channels, folded
-  // below), else one per channel.
-  const bool folded_table = layout.kind == Kind::kTable && layout.values != bias.data();
-  const int64_t acc_len = layout.kind == Kind::kTable ? layout.table_len : p.channels;
+  // Partials per chunk: one per table entry (a short-period table repeats channels), one per
+  // element of a period for short blocks, else one per channel. The first two are folded into
+  // channels below.
+  const bool positions = layout.kind == Kind::kBlocks && layout.inner <= kMaxPositionBlock;
+  const bool folded = positions || (layout.kind == Kind::kTable && layout.values != bias.data());
+  const int64_t acc_len = layout.kind == Kind::kTable ? layout.table_len
+                          : positions                 ? layout.period
+                                                      : p.channels;
   // Chunks of at least 8 partials' worth of elements keep the partials under an eighth of the
   // tensor; at most 4096 chunks keep them small for huge tensors and still feed many threads.
   const int64_t chunk = std::max({kGrain, 8 * acc_len, (p.numel + 4095) / 4096});
@@ -361,6 +390,15 @@ void elementwise_channel_sums(const BiasActParams& p, const T* b, T* sum,
       layout.for_each_run(ch * chunk, std::min(p.numel, (ch + 1) * chunk),
                           [&](int64_t start, int64_t n, const A* bv, auto mode) {
         A* run_acc = acc + (bv - layout.values);  // a table run starts part-way into the table
+        if constexpr (std::is_same<decltype(mode), BiasBlocks>::value) {
+          if (positions) {
+            const BiasBlockPositions short_blocks{mode.inner, mode.channels};
+#if GANOPS_CPU_DISPATCH
+            if (avx2) return run_sums_avx2(op, start, n, bv, run_acc, short_blocks);
+#endif
+            return run_sums(op, start, n, bv, run_acc, short_blocks);
+          }
+        }
 #if GANOPS_CPU_DISPATCH
         if (avx2) return run_sums_avx2(op, start, n, bv, run_acc, mode);
 #endif
@@ -377,7 +415,7 @@ void elementwise_channel_sums(const BiasActParams& p, const T* b, T* sum,
       A total = A(0);
       for (int64_t ch = 0; ch < chunks; ++ch) {
         const A* acc = partials.data() + ch * acc_len;
-        if (!folded_table) {
+        if (!folded) {
           total += acc[c];
           continue;
         }
