@@ -2,6 +2,8 @@
 // run on ATen's intra-op thread pool.
 #include <torch/library.h>
 
+#include <tuple>
+
 #include "aten_adapter.h"
 #include "bias_act_args.h"
 
@@ -39,6 +41,22 @@ at::Tensor bias_act_backward_cpu(const at::Tensor& grad, const at::Tensor& x,
   return dz;
 }
 
+std::tuple<at::Tensor, at::Tensor> bias_act_backward_bias_cpu(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& b, int64_t dim, std::string act,
+    double alpha, double gain, std::optional<double> clamp) {
+  const BiasActParams p = bias_act_params(x, b, dim, act, alpha, gain, clamp);
+  const at::Tensor dy = like_x(grad, x, "grad");
+  at::Tensor dz = at::empty_like(x);
+  at::Tensor db = at::empty_like(b, at::MemoryFormat::Contiguous);
+  const at::Tensor bias = b.contiguous();
+  GANOPS_DISPATCH_FLOATS(x.scalar_type(), "ganops::bias_act_backward_bias", [&] {
+    cpu::bias_act_backward_bias<scalar_t>(p, dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                          bias.const_data_ptr<scalar_t>(), dz.mutable_data_ptr<scalar_t>(),
+                                          db.mutable_data_ptr<scalar_t>(), AtenParallelFor{});
+  });
+  return {dz, db};
+}
+
 at::Tensor bias_act_backward2_cpu(const at::Tensor& grad_grad, const at::Tensor& grad,
                                   const at::Tensor& x, const std::optional<at::Tensor>& b,
                                   int64_t dim, std::string act, double alpha, double gain,
@@ -65,5 +83,6 @@ at::Tensor bias_act_backward2_cpu(const at::Tensor& grad_grad, const at::Tensor&
 TORCH_LIBRARY_IMPL(ganops, CPU, m) {
   m.impl("bias_act", &ganops::torch_adapter::bias_act_cpu);
   m.impl("bias_act_backward", &ganops::torch_adapter::bias_act_backward_cpu);
+  m.impl("bias_act_backward_bias", &ganops::torch_adapter::bias_act_backward_bias_cpu);
   m.impl("bias_act_backward2", &ganops::torch_adapter::bias_act_backward2_cpu);
 }

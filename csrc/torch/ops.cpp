@@ -5,6 +5,9 @@ TORCH_LIBRARY(ganops, m) {
   m.def("bias_act(Tensor x, Tensor? b, int dim, str act, float alpha, float gain, float? clamp) -> Tensor");
   // dz = grad * dy/dz at z = x + b: the gradient for x (for b: summed per channel).
   m.def("bias_act_backward(Tensor grad, Tensor x, Tensor? b, int dim, str act, float alpha, float gain, float? clamp) -> Tensor");
+  // bias_act_backward and, in the same pass, its per-channel sum db (the gradient for b),
+  // accumulated in float32 (float64 for float64) and independent of the thread count.
+  m.def("bias_act_backward_bias(Tensor grad, Tensor x, Tensor b, int dim, str act, float alpha, float gain, float? clamp) -> (Tensor dz, Tensor db)");
   // d/dx of bias_act_backward: grad_grad * grad * d2y/dz2.
   m.def("bias_act_backward2(Tensor grad_grad, Tensor grad, Tensor x, Tensor? b, int dim, str act, float alpha, float gain, float? clamp) -> Tensor");
 

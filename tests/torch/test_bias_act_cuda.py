@@ -82,6 +82,23 @@ def test_cuda_opcheck():
     torch.library.opcheck(torch.ops.ganops.bias_act, (x, b, 1, "swish", 0.0, 2 ** 0.5, 1.0))
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS) + ["rank1"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cuda_backward_bias_matches_cpu(dtype, layout):
+    make, dim = LAYOUTS[layout] if layout != "rank1" else (lambda: torch.randn(300), 0)
+    x = make().to(dtype)
+    b = torch.randn(x.shape[dim]).to(dtype)
+    dy = torch.randn(x.shape).to(dtype)
+    args = (dim, "swish", 0.0, 2 ** 0.5, 1.5)
+    atol, rtol = TOL[dtype]
+    dz, db = torch.ops.ganops.bias_act_backward_bias(dy.cuda(), x.cuda(), b.cuda(), *args)
+    dz_cpu, db_cpu = torch.ops.ganops.bias_act_backward_bias(dy, x, b, *args)
+    assert dz.stride() == x.stride()
+    torch.testing.assert_close(dz.cpu(), dz_cpu, atol=atol * 4, rtol=rtol * 4)
+    torch.testing.assert_close(db.cpu(), db_cpu, atol=atol * 40, rtol=rtol * 4)
+    torch.library.opcheck(torch.ops.ganops.bias_act_backward_bias, (dy.cuda(), x.cuda(), b.cuda(), *args))
+
+
 def test_cuda_compile_fullgraph():
     torch._dynamo.reset()
     layer = gt.FusedLeakyReLU(8).cuda()

@@ -1,10 +1,15 @@
-"""Fake (meta) kernels and autograd for torch.ops.ganops.bias_act*.
+"""Fake (meta) kernels for torch.ops.ganops.bias_act*, and the autograd of the backward ops.
 
-Autograd chain, each step itself a custom op with an exact derivative:
+Autograd chain, each step itself a custom op:
   bias_act            --grad-->  bias_act_backward   (dz = dy * f'(z) * gain * mask)
+                                 or bias_act_backward_bias (dz and db = dz summed per channel,
+                                 in one pass; first order only, it has no derivative)
   bias_act_backward   --grad-->  bias_act_backward   (for dy)  and  bias_act_backward2 (for x, b)
   bias_act_backward2  --grad-->  not supported: third order raises a clear error.
-What is saved: x and b (b is tiny), nothing for linear without clamp; never y as well as x.
+First and second order are exact. The first step is in C++ (csrc/torch/bias_act_autograd.cpp): a Python autograd.Function costs
+more than the kernels on small tensors. It records bias_act_backward when create_graph=True,
+so the second order below is exact. What it saves: x and b (b is tiny), nothing for linear
+without clamp; never y as well as x.
 """
 import math
 
@@ -60,6 +65,14 @@ def _bias_act_backward_fake(grad, x, b, dim, act, alpha, gain, clamp):
     return torch.empty_like(x)
 
 
+@torch.library.register_fake("ganops::bias_act_backward_bias")
+def _bias_act_backward_bias_fake(grad, x, b, dim, act, alpha, gain, clamp):
+    _check(x, b, dim, act, clamp)
+    torch._check(grad.shape == x.shape, lambda: "ganops.bias_act: grad must have x's shape")
+    _check_same_device(grad, "grad", x)
+    return torch.empty_like(x), torch.empty_like(b, memory_format=torch.contiguous_format)
+
+
 @torch.library.register_fake("ganops::bias_act_backward2")
 def _bias_act_backward2_fake(grad_grad, grad, x, b, dim, act, alpha, gain, clamp):
     _check(x, b, dim, act, alpha, gain, clamp)
@@ -73,30 +86,6 @@ def _per_channel_sum(t, dim):
     dim = dim % t.ndim
     others = [d for d in range(t.ndim) if d != dim]
     return t.sum(others) if others else t  # sum([]) would reduce every dim
-
-
-# bias_act: dz for x; its per-channel sum for b.
-def _bias_act_setup(ctx, inputs, output):
-    x, b, dim, act, alpha, gain, clamp = inputs
-    ctx.args = (dim, act, alpha, gain, clamp)
-    ctx.has_bias = b is not None
-    ctx.needs_x = not (act == "linear" and clamp is None)  # else dz = dy * gain
-    if ctx.needs_x:
-        ctx.save_for_backward(x, b)
-
-
-def _bias_act_backward(ctx, grad):
-    dim, act, alpha, gain, clamp = ctx.args
-    if ctx.needs_x:
-        x, b = ctx.saved_tensors
-        dz = ops.bias_act_backward(grad, x, b, dim, act, alpha, gain, clamp)
-    else:
-        dz = grad * gain
-    db = _per_channel_sum(dz, dim) if ctx.has_bias and ctx.needs_input_grad[1] else None
-    return dz, db, None, None, None, None, None
-
-
-torch.library.register_autograd("ganops::bias_act", _bias_act_backward, setup_context=_bias_act_setup)
 
 
 # bias_act_backward(grad, x, b): linear in grad; through x and b via f''.
@@ -128,6 +117,24 @@ def _bias_act_backward_backward(ctx, grad_grad):
 
 torch.library.register_autograd(
     "ganops::bias_act_backward", _bias_act_backward_backward, setup_context=_bias_act_backward_setup
+)
+
+
+def _bias_act_backward_bias_setup(ctx, inputs, output):
+    pass
+
+
+def _bias_act_backward_bias_backward(ctx, grad_dz, grad_db):
+    raise RuntimeError(
+        "ganops.bias_act_backward_bias is the first-order backward only and has no derivative; "
+        "for higher orders differentiate ganops.bias_act itself (which uses bias_act_backward "
+        "under create_graph=True)."
+    )
+
+
+torch.library.register_autograd(
+    "ganops::bias_act_backward_bias", _bias_act_backward_bias_backward,
+    setup_context=_bias_act_backward_bias_setup,
 )
 
 

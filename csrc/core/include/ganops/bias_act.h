@@ -223,16 +223,23 @@ GANOPS_TARGET_AVX2_FMA void run_elements_avx2(const Op& op, int64_t start, int64
 }
 #endif
 
+// The bias in the compute type (empty without one).
+template <typename T>
+std::vector<acc_t<T>> bias_in_compute_type(const BiasActParams& p, const T* b) {
+  std::vector<acc_t<T>> bias;
+  if (b != nullptr) {
+    bias.resize(static_cast<size_t>(p.channels));
+    for (int64_t c = 0; c < p.channels; ++c) bias[c] = static_cast<acc_t<T>>(b[c]);
+  }
+  return bias;
+}
+
 // Runs op(i, bias_value) for every element, in parallel. parallel_for(begin, end, grain, f)
 // is the framework's pool (at::parallel_for, TF's worker threads, or a plain one).
 template <typename T, typename ParallelFor, typename Op>
 void elementwise(const BiasActParams& p, const T* b, ParallelFor&& parallel_for, Op&& op) {
   using A = acc_t<T>;
-  std::vector<A> bias;
-  if (b != nullptr) {
-    bias.resize(static_cast<size_t>(p.channels));
-    for (int64_t c = 0; c < p.channels; ++c) bias[c] = static_cast<A>(b[c]);
-  }
+  const std::vector<A> bias = bias_in_compute_type(p, b);
   const BiasLayout<A> layout(p, b != nullptr ? bias.data() : nullptr);
 #if GANOPS_CPU_DISPATCH
   const bool avx2 = cpu_has_avx2_fma();
@@ -244,6 +251,180 @@ void elementwise(const BiasActParams& p, const T* b, ParallelFor&& parallel_for,
 #endif
       run_elements(op, start, n, bv, mode);
     });
+  });
+}
+
+// ---- Per-channel sums of op's values, fused into the elementwise pass (the bias gradient).
+//
+// Deterministic: the element range is cut into chunks that depend only on the shape, each chunk
+// sums into its own partials, and the partials are added in chunk order, so the bits do not
+// depend on the number of threads. Inside a run, sums go through kLanes independent
+// accumulators: a float sum in one accumulator is a serial dependence that GCC will not
+// vectorize without -ffast-math (which would also make the order compiler-chosen).
+
+constexpr int64_t kSumLanes = 16;
+constexpr int64_t kSumTile = 256;  // elements whose values wait in a stack buffer for the lanes
+
+// lanes[k % kSumLanes] += v[k] for k < n, then the lanes folded in a fixed order.
+template <typename A>
+GANOPS_HD A lane_sum(const A* v, int64_t n) {
+  A lanes[kSumLanes] = {};
+  int64_t k = 0;
+  for (; k + kSumLanes <= n; k += kSumLanes) {
+    for (int64_t l = 0; l < kSumLanes; ++l) lanes[l] += v[k + l];
+  }
+  for (int64_t l = 0; k < n; ++k, ++l) lanes[l] += v[k];
+  A total = A(0);
+  for (int64_t l = 0; l < kSumLanes; ++l) total += lanes[l];
+  return total;
+}
+
+// The sum of op(i, bias_value) over [start, start + n), all of one channel. op returns the
+// value it wrote; the values go through a stack tile so that the loop computing them stays
+// the plain vectorizable loop of run_elements.
+template <typename A, typename Op>
+GANOPS_HD A run_one_channel_sum(const Op& op, int64_t start, int64_t n, A bias_value) {
+  A tile[kSumTile];
+  A total = A(0);
+  for (int64_t t = 0; t < n; t += kSumTile) {
+    const int64_t m = std::min(kSumTile, n - t);
+#pragma GCC ivdep
+    for (int64_t k = 0; k < m; ++k) tile[k] = op(start + t + k, bias_value);
+    total += lane_sum(tile, m);
+  }
+  return total;
+}
+
+// A run of one bias value (one channel, or no table): its sum into acc[0].
+template <typename A, typename Op>
+GANOPS_HD void run_sums(const Op& op, int64_t start, int64_t n, const A* bv, A* acc,
+                        std::false_type) {
+  acc[0] += run_one_channel_sum(op, start, n, *bv);
+}
+
+// A table run: element start + k into acc[k], where acc lines up with the table as bv does.
+template <typename A, typename Op>
+GANOPS_HD void run_sums(const Op& op, int64_t start, int64_t n, const A* bv, A* acc,
+                        std::true_type) {
+#pragma GCC ivdep
+  for (int64_t k = 0; k < n; ++k) acc[k] += op(start + k, bv[k]);
+}
+
+// A run through blocks: each (partial) block's sum into acc[its channel].
+template <typename A, typename Op>
+GANOPS_HD void run_sums(const Op& op, int64_t start, int64_t n, const A* bias, A* acc,
+                        BiasBlocks blocks) {
+  const int64_t inner = blocks.inner;
+  const int64_t end = start + n;
+  int64_t c = (start / inner) % blocks.channels;
+  for (int64_t i = start; i < end;) {
+    const int64_t stop = std::min(end, (i / inner + 1) * inner);
+    acc[c] += run_one_channel_sum(op, i, stop - i, bias[c]);
+    i = stop;
+    c = c + 1 == blocks.channels ? 0 : c + 1;
+  }
+}
+
+// Short blocks (4x4 maps): a sum per block would cost a lane fold per few elements, so element
+// k of a block of channel c goes into acc[c * inner + k] instead (acc spans one period).
+struct BiasBlockPositions {
+  int64_t inner, channels;
+};
+constexpr int64_t kMaxPositionBlock = 4 * kSumLanes;
+
+template <typename A, typename Op>
+GANOPS_HD void run_sums(const Op& op, int64_t start, int64_t n, const A* bias, A* acc,
+                        BiasBlockPositions blocks) {
+  const int64_t inner = blocks.inner;
+  const int64_t end = start + n;
+  int64_t c = (start / inner) % blocks.channels;
+  for (int64_t i = start; i < end;) {
+    const int64_t offset = i % inner;
+    const int64_t m = std::min(end - i, inner - offset);
+    const A bias_value = bias[c];
+    A* block_acc = acc + c * inner + offset;
+#pragma GCC ivdep
+    for (int64_t k = 0; k < m; ++k) block_acc[k] += op(i + k, bias_value);
+    i += m;
+    c = c + 1 == blocks.channels ? 0 : c + 1;
+  }
+}
+
+#if GANOPS_CPU_DISPATCH
+template <typename A, typename Op, typename Mode>
+GANOPS_TARGET_AVX2_FMA void run_sums_avx2(const Op& op, int64_t start, int64_t n, const A* bv,
+                                          A* acc, Mode mode) {
+  run_sums(op, start, n, bv, acc, mode);
+}
+#endif
+
+// Runs op(i, bias_value), which returns the value it stored, for every element in parallel,
+// and writes sum[c] = the sum of the values over the elements of channel c. Needs a bias (it
+// sets the layout). Sums accumulate in acc_t<T>; sum is in T.
+template <typename T, typename ParallelFor, typename Op>
+void elementwise_channel_sums(const BiasActParams& p, const T* b, T* sum,
+                              ParallelFor&& parallel_for, Op&& op) {
+  using A = acc_t<T>;
+  using Kind = typename BiasLayout<A>::Kind;
+  const std::vector<A> bias = bias_in_compute_type(p, b);
+  const BiasLayout<A> layout(p, bias.data());
+  // Partials per chunk: one per table entry (a short-period table repeats channels), one per
+  // element of a period for short blocks, else one per channel. The first two are folded into
+  // channels below.
+  const bool positions = layout.kind == Kind::kBlocks && layout.inner <= kMaxPositionBlock;
+  const bool folded = positions || (layout.kind == Kind::kTable && layout.values != bias.data());
+  const int64_t acc_len = layout.kind == Kind::kTable ? layout.table_len
+                          : positions                 ? layout.period
+                                                      : p.channels;
+  // Chunks of at least 8 partials' worth of elements keep the partials under an eighth of the
+  // tensor; at most 4096 chunks keep them small for huge tensors and still feed many threads.
+  const int64_t chunk = std::max({kGrain, 8 * acc_len, (p.numel + 4095) / 4096});
+  const int64_t chunks = (p.numel + chunk - 1) / chunk;
+  std::vector<A> partials(static_cast<size_t>(chunks * acc_len));
+#if GANOPS_CPU_DISPATCH
+  const bool avx2 = cpu_has_avx2_fma();
+#endif
+  parallel_for(int64_t(0), chunks, int64_t(1), [&](int64_t first, int64_t last) {
+    for (int64_t ch = first; ch < last; ++ch) {
+      A* acc = partials.data() + ch * acc_len;
+      layout.for_each_run(ch * chunk, std::min(p.numel, (ch + 1) * chunk),
+                          [&](int64_t start, int64_t n, const A* bv, auto mode) {
+        A* run_acc = acc + (bv - layout.values);  // a table run starts part-way into the table
+        if constexpr (std::is_same<decltype(mode), BiasBlocks>::value) {
+          if (positions) {
+            const BiasBlockPositions short_blocks{mode.inner, mode.channels};
+#if GANOPS_CPU_DISPATCH
+            if (avx2) return run_sums_avx2(op, start, n, bv, run_acc, short_blocks);
+#endif
+            return run_sums(op, start, n, bv, run_acc, short_blocks);
+          }
+        }
+#if GANOPS_CPU_DISPATCH
+        if (avx2) return run_sums_avx2(op, start, n, bv, run_acc, mode);
+#endif
+        run_sums(op, start, n, bv, run_acc, mode);
+      });
+    }
+  });
+  // Channel c's partials, chunk after chunk: each channel's order is fixed, so channels can go
+  // in parallel.
+  const int64_t inner = layout.inner;
+  parallel_for(int64_t(0), p.channels, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, chunks)),
+               [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      A total = A(0);
+      for (int64_t ch = 0; ch < chunks; ++ch) {
+        const A* acc = partials.data() + ch * acc_len;
+        if (!folded) {
+          total += acc[c];
+          continue;
+        }
+        for (int64_t t = c * inner; t < acc_len; t += layout.period) {
+          for (int64_t r = 0; r < inner && t + r < acc_len; ++r) total += acc[t + r];
+        }
+      }
+      sum[c] = static_cast<T>(total);
+    }
   });
 }
 
@@ -278,6 +459,21 @@ void bias_act_backward(const BiasActParams& p, const T* dy, const T* x, const T*
     const BiasActMath<decltype(act_tag)::value, decltype(clamp_tag)::value, A> m(p);
     elementwise(p, b, parallel_for, [&](int64_t i, A bv) GANOPS_INLINE_LAMBDA {
       dz[i] = static_cast<T>(m.grad(static_cast<A>(dy[i]), static_cast<A>(x[i]) + bv));
+    });
+  });
+}
+
+// bias_act_backward, and db = dz summed per channel in the same pass over dy (b required).
+template <typename T, typename ParallelFor>
+void bias_act_backward_bias(const BiasActParams& p, const T* dy, const T* x, const T* b, T* dz,
+                            T* db, ParallelFor&& parallel_for) {
+  using A = acc_t<T>;
+  dispatch_math(p, [&](auto act_tag, auto clamp_tag) {
+    const BiasActMath<decltype(act_tag)::value, decltype(clamp_tag)::value, A> m(p);
+    elementwise_channel_sums(p, b, db, parallel_for, [&](int64_t i, A bv) GANOPS_INLINE_LAMBDA {
+      const A g = m.grad(static_cast<A>(dy[i]), static_cast<A>(x[i]) + bv);
+      dz[i] = static_cast<T>(g);
+      return g;
     });
   });
 }
