@@ -6,8 +6,8 @@ Autograd chain, each step itself a custom op:
                                  in one pass; first order only, it has no derivative)
   bias_act_backward   --grad-->  bias_act_backward   (for dy)  and  bias_act_backward2 (for x, b)
   bias_act_backward2  --grad-->  not supported: third order raises a clear error.
-First and second order are exact. The first step is in C++ (csrc/torch/bias_act_autograd.cpp): a Python autograd.Function costs
-more than the kernels on small tensors. It records bias_act_backward when create_graph=True,
+First and second order are exact. The first step is in C++ (csrc/torch/bias_act_autograd.cpp):
+a Python autograd.Function costs more than the kernels on small tensors. It records bias_act_backward when create_graph=True,
 so the second order below is exact. What it saves: x and b (b is tiny), nothing for linear
 without clamp; never y as well as x.
 """
@@ -67,7 +67,7 @@ def _bias_act_backward_fake(grad, x, b, dim, act, alpha, gain, clamp):
 
 @torch.library.register_fake("ganops::bias_act_backward_bias")
 def _bias_act_backward_bias_fake(grad, x, b, dim, act, alpha, gain, clamp):
-    _check(x, b, dim, act, clamp)
+    _check(x, b, dim, act, alpha, gain, clamp)
     torch._check(grad.shape == x.shape, lambda: "ganops.bias_act: grad must have x's shape")
     _check_same_device(grad, "grad", x)
     return torch.empty_like(x), torch.empty_like(b, memory_format=torch.contiguous_format)
