@@ -125,9 +125,13 @@ def test_vectorizable_exp_is_within_a_few_ulp():
     exact = np.exp(x.astype(np.float64))
     ulp = np.spacing(exact.astype(np.float32)).astype(np.float64)
     assert np.max(np.abs(ours - exact) / ulp) <= 3.0
-    special = _core.vexp(np.array([np.inf, -np.inf, np.nan, 89.0, -88.0, 0.0], np.float32))
+    special = _core.vexp(np.array([np.inf, -np.inf, np.nan, 89.0, -104.0, 0.0, 88.8], np.float32))
     assert special[0] == np.inf and special[1] == 0 and np.isnan(special[2])
-    assert special[3] == np.inf and special[4] == 0 and special[5] == 1.0
+    assert special[3] == np.inf and special[4] == 0 and special[5] == 1.0 and special[6] == np.inf
+    # Below exp(-87.34) the result rounds into the subnormals as exp's does: within an ulp there.
+    x = np.linspace(-104, -87.3, 200_001, dtype=np.float32)
+    exact = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(_core.vexp(x).astype(np.float64) - exact)) <= 2.0**-149
 
 
 def test_vectorizable_erf_error_is_bounded():
