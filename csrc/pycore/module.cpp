@@ -315,6 +315,12 @@ PYBIND11_MODULE(_core, m) {
         "The vectorizable float32 exp used by the CPU activation loops.");
   m.def("verf", &map_float<ganops::verf>, py::arg("x"),
         "The vectorizable float32 erf used by the CPU activation loops.");
+  m.def("vexpm1", &map_float<ganops::vexpm1>, py::arg("x"),
+        "The vectorizable float32 expm1 used by the CPU activation loops.");
+  m.def("vlog1p", &map_float<ganops::vlog1p>, py::arg("x"),
+        "The vectorizable float32 log1p used by the CPU activation loops.");
+  m.def("vtanh", &map_float<ganops::vtanh>, py::arg("x"),
+        "The vectorizable float32 tanh used by the CPU activation loops.");
   m.def(
       "bias_act",
       [](py::array x, py::object b, int64_t dim, const std::string& act, double alpha,

@@ -125,9 +125,13 @@ def test_vectorizable_exp_is_within_a_few_ulp():
     exact = np.exp(x.astype(np.float64))
     ulp = np.spacing(exact.astype(np.float32)).astype(np.float64)
     assert np.max(np.abs(ours - exact) / ulp) <= 3.0
-    special = _core.vexp(np.array([np.inf, -np.inf, np.nan, 89.0, -88.0, 0.0], np.float32))
+    special = _core.vexp(np.array([np.inf, -np.inf, np.nan, 89.0, -104.0, 0.0, 88.8], np.float32))
     assert special[0] == np.inf and special[1] == 0 and np.isnan(special[2])
-    assert special[3] == np.inf and special[4] == 0 and special[5] == 1.0
+    assert special[3] == np.inf and special[4] == 0 and special[5] == 1.0 and special[6] == np.inf
+    # Below exp(-87.34) the result rounds into the subnormals as exp's does: within an ulp there.
+    x = np.linspace(-104, -87.3, 200_001, dtype=np.float32)
+    exact = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(_core.vexp(x).astype(np.float64) - exact)) <= 2.0**-149
 
 
 def test_vectorizable_erf_error_is_bounded():
@@ -136,3 +140,53 @@ def test_vectorizable_erf_error_is_bounded():
     assert np.max(np.abs(_core.verf(x).astype(np.float64) - exact)) <= 2e-7
     special = _core.verf(np.array([np.inf, -np.inf, np.nan, 0.0], np.float32))
     assert special[0] == 1 and special[1] == -1 and np.isnan(special[2]) and abs(special[3]) < 1e-8
+
+
+# Every 997th float32 bit pattern (4.3 million values across the whole range, both signs,
+# denormals, inf and NaN included), checked against float64 NumPy. The bounds are a margin over
+# the worst errors an exhaustive run over all 2^32 floats measured, on the baseline and the
+# AVX2+FMA builds alike: expm1 1.65 ulp, log1p 1.40 ulp, tanh 1.33 ulp.
+_ALL_FLOATS = np.arange(0, 2**32, 997, dtype=np.uint64).astype(np.uint32).view(np.float32)
+
+
+def _max_ulp(ours, x, exact_fn):
+    with np.errstate(all="ignore"):
+        exact = exact_fn(x.astype(np.float64))
+        rounded = exact.astype(np.float32)
+    same_special = (np.isnan(exact) & np.isnan(ours)) | (np.isinf(rounded) & (ours == rounded))
+    assert np.array_equal(np.isnan(ours), np.isnan(exact))
+    keep = ~same_special
+    ulp = np.spacing(np.abs(rounded[keep])).astype(np.float64)
+    return np.max(np.abs(ours[keep].astype(np.float64) - exact[keep]) / ulp)
+
+
+@pytest.mark.parametrize("name, exact_fn, bound, dense", [
+    ("vexpm1", np.expm1, 2.0, np.linspace(-1, 1, 1_000_001, dtype=np.float32)),
+    ("vlog1p", np.log1p, 2.0, np.linspace(-0.99, 1, 1_000_001, dtype=np.float32)),
+    ("vtanh", np.tanh, 2.0, np.linspace(-2, 2, 1_000_001, dtype=np.float32)),
+])
+def test_vectorizable_expm1_log1p_tanh_are_within_2_ulp(name, exact_fn, bound, dense):
+    fn = getattr(_core, name)
+    for x in (_ALL_FLOATS, dense):
+        assert _max_ulp(fn(x), x, exact_fn) <= bound
+
+
+def test_vectorizable_expm1_log1p_tanh_special_values():
+    inf, nan = np.inf, np.nan
+    tiny = np.float32(1e-30)
+    denormal = np.float32(1e-42)
+    x = np.array([inf, -inf, nan, 0.0, -0.0, tiny, -tiny, denormal, -denormal], np.float32)
+    for name in ("vexpm1", "vlog1p", "vtanh"):
+        y = getattr(_core, name)(x)
+        # Near 0 all three are x: same value, same sign, -0 kept.
+        np.testing.assert_array_equal(y[3:], x[3:])
+        assert np.array_equal(np.signbit(y[3:]), np.signbit(x[3:]))
+        assert np.isnan(y[2])
+    e = _core.vexpm1(np.array([inf, -inf, 88.8, -20.0, -100.0, 88.7], np.float32))
+    assert e[0] == inf and e[1] == -1 and e[2] == inf and e[3] == -1 and e[4] == -1
+    assert np.isfinite(e[5])
+    l = _core.vlog1p(np.array([inf, -inf, -1.0, -1.5, np.float32(3e38)], np.float32))
+    assert l[0] == inf and np.isnan(l[1]) and l[2] == -inf and np.isnan(l[3])
+    assert abs(l[4] - np.log(3e38)) < 1e-5
+    t = _core.vtanh(np.array([inf, -inf, 45.0, -45.0, 10.0], np.float32))
+    assert t[0] == 1 and t[1] == -1 and t[2] == 1 and t[3] == -1 and t[4] == 1

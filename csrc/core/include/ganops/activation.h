@@ -83,9 +83,24 @@ constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 // exp(x) for the CPU loops. libm's expf is a scalar call that stops the compiler from
 // vectorizing a loop; this branch-free version (Cody-Waite reduction, Cephes' degree-5
 // polynomial, 2^n assembled from integer bits) vectorizes with plain SSE2 and stays within a
-// few ulp of exp (tests/core measures it). Results below exp(-87.33) flush to 0, above
-// exp(88.72) are +inf; NaN stays NaN. Device code and double precision use the library exp.
+// few ulp of exp (tests/core measures it). It has no selects for the special cases, which cost
+// sigmoid and swish a fifth of their time: the clamp is written `x > hi ? hi : x` so that it
+// compiles to min/max instructions that let NaN through, and 2^n, in two halves that are each
+// normal floats for n in [-150, 129], makes the last multiply overflow to +inf past 88.72 and
+// round into the subnormals, down to 0 below -103.97, as exp does. Device code and double
+// precision use the library exp.
 GANOPS_HD double vexp(double x) { return exp(x); }
+
+#if !defined(__CUDA_ARCH__)
+// 2^n1 * 2^n2 with n = n1 + n2 split so that both stay normal for n in [-252, 254].
+GANOPS_HD void pow2_halves(int32_t n, float& scale1, float& scale2) {
+  const int32_t n1 = n >> 1, n2 = n - n1;
+  const uint32_t bits1 = static_cast<uint32_t>(n1 + 127) << 23;
+  const uint32_t bits2 = static_cast<uint32_t>(n2 + 127) << 23;
+  std::memcpy(&scale1, &bits1, sizeof(scale1));
+  std::memcpy(&scale2, &bits2, sizeof(scale2));
+}
+#endif
 
 GANOPS_HD float vexp(float x) {
 #if defined(__CUDA_ARCH__)
@@ -94,7 +109,8 @@ GANOPS_HD float vexp(float x) {
   const float kLog2e = 1.44269504088896341f;
   const float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
   const float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float xc = x > 88.72283905f ? 88.72283905f : (x < -87.33654475f ? -87.33654475f : x);
+  float xc = x > 89.0f ? 89.0f : x;
+  xc = xc < -104.0f ? -104.0f : xc;
   const float t = xc * kLog2e + kRound;
   const float n = t - kRound;
   int32_t ni;
@@ -108,16 +124,9 @@ GANOPS_HD float vexp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  // 2^n in two halves, each inside float's exponent range (n runs from -126 to 128).
-  const int32_t n1 = ni >> 1, n2 = ni - n1;
-  const int32_t bits1 = (n1 + 127) << 23, bits2 = (n2 + 127) << 23;
   float scale1, scale2;
-  std::memcpy(&scale1, &bits1, sizeof(scale1));
-  std::memcpy(&scale2, &bits2, sizeof(scale2));
-  float y = p * scale1 * scale2;
-  y = x > 88.72283905f ? std::numeric_limits<float>::infinity() : y;
-  y = x < -87.33654475f ? 0.0f : y;
-  return x != x ? x : y;
+  pow2_halves(ni, scale1, scale2);
+  return p * scale1 * scale2;  // p * scale1 is exact: one rounding, at the end
 #endif
 }
 
@@ -157,6 +166,125 @@ GANOPS_HD float verf(float x) {
 #endif
 }
 
+// expm1(x) for the CPU loops: libm's expm1f is a call that stops the loop from vectorizing.
+// vexp's reduction x = n ln2 + r and Cephes' polynomial give expm1(r) = r + r^2 P(r) without
+// the cancellation of exp(r) - 1, and expm1(x) = (expm1(r) + (1 - 2^-n)) 2^n, where 1 - 2^-n is
+// exact (or rounds to 1 past n = 24) and the sum stays well away from 0 for n != 0. For n = 0,
+// r is x itself, so tiny x come back as x. Below -20 the result is -1 in float; past
+// 88.72 it is +inf; NaN stays NaN. Double precision and device code use the library expm1.
+GANOPS_HD double vexpm1(double x) { return expm1(x); }
+
+GANOPS_HD float vexpm1(float x) {
+#if defined(__CUDA_ARCH__)
+  return expm1f(x);
+#else
+  const float kLog2e = 1.44269504088896341f;
+  const float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+  const float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  // Written as in vexp, so that NaN gets through the clamps and 89 overflows to +inf by
+  // itself; -20 keeps 2^-n normal, and expm1(-20) is -1 + 2e-9, -1 in float.
+  float xc = x > 89.0f ? 89.0f : x;
+  xc = xc < -20.0f ? -20.0f : xc;
+  const float t = xc * kLog2e + kRound;
+  const float n = t - kRound;
+  int32_t ni;
+  std::memcpy(&ni, &t, sizeof(ni));
+  ni -= 0x4B400000;  // the integer n, from -29 to 129
+  const float r = (xc - n * kLn2Hi) - n * kLn2Lo;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float em1 = p * r * r + r;  // expm1(r)
+  // 1 - 2^-n, with n capped at 25 where it already rounds to 1, so that 2^-n stays normal.
+  const int32_t nneg = ni > 25 ? -25 : -ni;
+  const uint32_t inv_bits = static_cast<uint32_t>(nneg + 127) << 23;
+  float inv_scale;
+  std::memcpy(&inv_scale, &inv_bits, sizeof(inv_scale));
+  const float head = em1 + (1.0f - inv_scale);
+  float scale1, scale2;
+  pow2_halves(ni, scale1, scale2);
+  const float y = head * scale1 * scale2;
+  return x == 0.0f ? x : y;  // r loses the sign of -0
+#endif
+}
+
+// log1p(x) for the CPU loops, vectorizable for the same reason. u = 1 + x is split as
+// 2^e m with m in [sqrt(1/2), sqrt(2)) by integer arithmetic on its bits (musl's logf offset
+// trick), and log(m) comes from Cephes' logf polynomial in f = m - 1. What rounding 1 + x lost,
+// x - (u - 1), is added back to f, scaled by 2^-e: for e = 0 that makes f exactly x, so small x
+// keep full relative accuracy. -1 gives -inf, below -1 NaN, +inf gives +inf, NaN stays NaN.
+// Double precision and device code use the library log1p.
+GANOPS_HD double vlog1p(double x) { return log1p(x); }
+
+GANOPS_HD float vlog1p(float x) {
+#if defined(__CUDA_ARCH__)
+  return log1pf(x);
+#else
+  const float u = 1.0f + x;
+  uint32_t ui;
+  std::memcpy(&ui, &u, sizeof(ui));
+  // u is 0, negative, inf or NaN only where the selects at the end replace the result; any
+  // other u is at least 2^-24, a normal float. Unsigned, so that NaN's bits wrap harmlessly.
+  const uint32_t ix = ui + (0x3F800000u - 0x3F3504F3u);
+  const int32_t e = static_cast<int32_t>(ix >> 23) - 127;
+  const uint32_t mi = (ix & 0x007FFFFFu) + 0x3F3504F3u;
+  float m;
+  std::memcpy(&m, &mi, sizeof(m));
+  // 2^-e, with e capped where the correction is 0 anyway (u - 1 == x once x >= 2^24).
+  const int32_t ec = e > 126 ? 126 : e;
+  const int32_t inv_bits = (127 - ec) << 23;
+  float inv_scale;
+  std::memcpy(&inv_scale, &inv_bits, sizeof(inv_scale));
+  const float f = (m - 1.0f) + (x - (u - 1.0f)) * inv_scale;
+  const float z = f * f;
+  float p = 7.0376836292e-2f;
+  p = p * f - 1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f - 1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f - 1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f - 2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  const float fe = static_cast<float>(e);
+  float y = p * f * z + fe * -2.12194440e-4f;
+  y = y - 0.5f * z;
+  y = (f + y) + fe * 0.693359375f;
+  y = u == std::numeric_limits<float>::infinity() ? u : y;
+  y = u == 0.0f ? -std::numeric_limits<float>::infinity() : y;
+  y = u < 0.0f ? std::numeric_limits<float>::quiet_NaN() : y;
+  return x == 0.0f ? x : y;  // f loses the sign of -0; NaN is NaN all the way
+#endif
+}
+
+// tanh(x) for the CPU loops, vectorizable for the same reason, on |x| with the sign put back
+// (which also keeps -0). Below 0.625 Cephes' tanhf polynomial, x + x^3 P(x^2), which has no
+// cancellation; above, 1 - 2 / (exp(2|x|) + 1), where the difference loses at most a bit at
+// 0.625 and exp's overflow to inf past 44 gives exactly 1. NaN stays NaN. Double precision and
+// device code use the library tanh.
+GANOPS_HD double vtanh(double x) { return tanh(x); }
+
+GANOPS_HD float vtanh(float x) {
+#if defined(__CUDA_ARCH__)
+  return tanhf(x);
+#else
+  const float ax = fabs(x);
+  const float z = ax * ax;
+  float p = -5.70498872745e-3f;
+  p = p * z + 2.06390887954e-2f;
+  p = p * z - 5.37397155531e-2f;
+  p = p * z + 1.33314422036e-1f;
+  p = p * z - 3.33332819422e-1f;
+  const float small = p * z * ax + ax;
+  const float large = 1.0f - 2.0f / (vexp(2.0f * ax) + 1.0f);
+  const float r = ax < 0.625f ? small : large;
+  return std::copysign(r, x);
+#endif
+}
+
 template <typename A>
 GANOPS_HD A sigmoid(A z) {
   return A(1) / (A(1) + vexp(-z));
@@ -192,13 +320,13 @@ struct Activation<Act::kLrelu, A> {
 
 template <typename A>
 struct Activation<Act::kTanh, A> {
-  static GANOPS_HD A f(A z, A) { return tanh(z); }
+  static GANOPS_HD A f(A z, A) { return vtanh(z); }
   static GANOPS_HD A df(A z, A) {
-    A t = tanh(z);
+    A t = vtanh(z);
     return A(1) - t * t;
   }
   static GANOPS_HD A d2f(A z, A) {
-    A t = tanh(z);
+    A t = vtanh(z);
     return A(-2) * t * (A(1) - t * t);
   }
 };
@@ -218,7 +346,7 @@ struct Activation<Act::kSigmoid, A> {
 
 template <typename A>
 struct Activation<Act::kElu, A> {
-  static GANOPS_HD A f(A z, A) { return z >= A(0) ? z : expm1(z); }
+  static GANOPS_HD A f(A z, A) { return z >= A(0) ? z : vexpm1(z); }
   // Derivatives at z = 0 take the negative branch, as torch's elu_backward does.
   static GANOPS_HD A df(A z, A) { return z > A(0) ? A(1) : vexp(z); }
   static GANOPS_HD A d2f(A z, A) { return z > A(0) ? A(0) : vexp(z); }
@@ -227,7 +355,7 @@ struct Activation<Act::kElu, A> {
 template <typename A>
 struct Activation<Act::kSelu, A> {
   static GANOPS_HD A f(A z, A) {
-    return A(kSeluScale) * (z >= A(0) ? z : A(kSeluAlpha) * expm1(z));
+    return A(kSeluScale) * (z >= A(0) ? z : A(kSeluAlpha) * vexpm1(z));
   }
   // Derivatives at z = 0 take the negative branch (scale * alpha), as torch's selu does.
   static GANOPS_HD A df(A z, A) {
@@ -241,7 +369,7 @@ struct Activation<Act::kSelu, A> {
 template <typename A>
 struct Activation<Act::kSoftplus, A> {
   // max(z, 0) + log1p(exp(-|z|)) never overflows, unlike log(1 + exp(z)).
-  static GANOPS_HD A f(A z, A) { return (z > A(0) ? z : A(0)) + log1p(exp(-fabs(z))); }
+  static GANOPS_HD A f(A z, A) { return (z > A(0) ? z : A(0)) + vlog1p(vexp(-fabs(z))); }
   static GANOPS_HD A df(A z, A) { return sigmoid(z); }
   static GANOPS_HD A d2f(A z, A) {
     A s = sigmoid(z);
