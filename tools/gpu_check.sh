@@ -2,11 +2,11 @@
 # One call on a lent GPU machine: build ganops with CUDA (PyTorch side; that machine has no
 # TensorFlow), run the CUDA test modules, then time the ops on the GPU.
 #
-#     bash tools/gpu_check.sh [ops]        # ops: comma-separated, default spectral_norm,gradient_penalty
+#     bash tools/gpu_check.sh [ops]        # ops: comma-separated, default every op
 #
 # Made for the device tool's machine (python3 with a CUDA torch, nvcc, cmake, ninja, pybind11,
 # pytest, matplotlib; nothing to install) and its limits: a device session has 15 minutes, so
-# each stage has a time cap (GPU_CHECK_BUILD_S, _TESTS_S, _BENCH_S; 240 + 150 + 240 s by
+# each stage has a time cap (GPU_CHECK_BUILD_S, _TESTS_S, _BENCH_S; 240 + 140 + 270 s by
 # default) and the whole stays under 11 minutes. Everything it writes goes to one archive,
 # $OUT/gpu_check.tar.gz (logs, JUnit XML, benchmark results), with the summary in
 # $OUT/summary.txt and as the last lines printed, since only a few files come back from $OUT.
@@ -16,7 +16,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-OPS=${1:-spectral_norm,gradient_penalty}
+OPS=${1:-bias_act,spectral_norm,gradient_penalty}
 OUT=${OUT:-$PWD/build/gpu-check-out}
 WORK=$(mktemp -d)
 PY=${PYTHON:-python3}
@@ -55,7 +55,7 @@ else
   note "build_info: $($PY -c 'import ganops; i = ganops.build_info(); print(ganops.__file__, {k: i[k] for k in i if "cuda" in k})' 2>&1)"
 
   start=$(date +%s)
-  timeout "${GPU_CHECK_TESTS_S:-150}" $PY -m pytest -q -p no:cacheprovider -rfEs \
+  timeout "${GPU_CHECK_TESTS_S:-140}" $PY -m pytest -q -p no:cacheprovider -rfEs \
     tests/torch/test_bias_act_cuda.py tests/torch/test_spectral_norm_cuda.py \
     tests/torch/test_gradient_penalty_cuda.py --junitxml="$WORK/cuda-tests.xml" >"$WORK/cuda-tests.log" 2>&1
   rc=$?
@@ -64,7 +64,7 @@ else
 
   start=$(date +%s)
   if [ -n "$gpu" ]; then bench_args=(--device cuda); else bench_args=(--quick); fi
-  timeout "${GPU_CHECK_BENCH_S:-240}" $PY benchmarks/run.py "${bench_args[@]}" --frameworks torch \
+  timeout "${GPU_CHECK_BENCH_S:-270}" $PY benchmarks/run.py "${bench_args[@]}" --frameworks torch \
     --ops "$OPS" --out "$WORK/bench" >"$WORK/bench.log" 2>&1
   rc=$?
   note "benchmarks ($OPS ${bench_args[*]}): rc=$rc in $(( $(date +%s) - start )) s (results: bench/)"
