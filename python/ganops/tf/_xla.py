@@ -83,10 +83,4 @@ def gradient_penalty(grad, grad_scale, kind, target, weight, reduction):
         per_sample = weight * tf.square(norms - target)
     else:  # one-sided; tf.maximum keeps NaN
         per_sample = weight * tf.square(tf.maximum(norms - target, tf.zeros_like(norms)))
-    if reduction == "mean":
-        penalty = tf.reduce_mean(per_sample)
-    elif reduction == "sum":
-        penalty = tf.reduce_sum(per_sample)
-    else:
-        penalty = per_sample
-    return penalty, norms
+    return reference.reduce_penalty(per_sample, reduction), norms

@@ -1,8 +1,8 @@
 """Pure-TensorFlow bias_act, spectral normalization and gradient penalties: the ground truth for
 the tests and the baseline for the benchmarks.
 
-Written from the formulas in DESIGN.md sections 3, 4 and 5 with plain TF ops, so TF's own autodiff
-gives their gradients of every order. Half types compute in float32 and are cast back, as the
+Written from the formulas in README.md (bias_act, spectral normalization, gradient penalties)
+with plain TF ops, so TF's own autodiff gives their gradients of every order. Half types compute in float32 and are cast back, as the
 kernels do.
 """
 import math
@@ -79,7 +79,7 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
     return tf.cast(y, dtype)
 
 
-# --- spectral normalization (DESIGN.md section 4, Keras' convention) --------------------------
+# --- spectral normalization (Keras' convention) ----------------------------------------------
 
 
 def _normalize(a, eps):
@@ -132,7 +132,7 @@ def spectral_norm(w, u, power_iterations=1, eps=None, training=True):
     return w_sn, (u_new if training else tf.convert_to_tensor(u, u_new.dtype))
 
 
-# --- gradient penalties (DESIGN.md section 5) -------------------------------------------------
+# --- gradient penalties ----------------------------------------------------------------------
 
 
 def penalty_from_gradient(grad, kind="wgan-gp", weight=None, target=1.0, reduction="mean",
@@ -153,13 +153,17 @@ def penalty_from_gradient(grad, kind="wgan-gp", weight=None, target=1.0, reducti
         per_sample = weight * tf.square(norms - target)
     else:  # one-sided
         per_sample = weight * tf.square(tf.maximum(norms - target, 0.0))
-    if reduction == "mean":
-        penalty = tf.reduce_mean(per_sample)
-    elif reduction == "sum":
-        penalty = tf.reduce_sum(per_sample)
-    else:
-        penalty = per_sample
+    penalty = reduce_penalty(per_sample, reduction)
     return (penalty, norms) if return_norms else penalty
+
+
+def reduce_penalty(per_sample, reduction):
+    """The per-sample penalties reduced over the batch: mean, sum or none."""
+    if reduction == "mean":
+        return tf.reduce_mean(per_sample)
+    if reduction == "sum":
+        return tf.reduce_sum(per_sample)
+    return per_sample
 
 
 def _broadcast_per_sample(c, like):
