@@ -1,4 +1,4 @@
-// Gradient penalties for TensorFlow (DESIGN §5): op registrations with shape functions, and
+// Gradient penalties for TensorFlow: op registrations with shape functions, and
 // OpKernels for CPU (and GPU when TF is built with CUDA) that check their inputs and call the
 // framework-free core (ganops/gradient_penalty.h).
 //

@@ -11,7 +11,7 @@ TORCH_LIBRARY(ganops, m) {
   // d/dx of bias_act_backward: grad_grad * grad * d2y/dz2.
   m.def("bias_act_backward2(Tensor grad_grad, Tensor grad, Tensor x, Tensor? b, int dim, str act, float alpha, float gain, float? clamp) -> Tensor");
 
-  // Spectral normalization (DESIGN §4), weight viewed as a matrix with rows = weight.shape[dim].
+  // Spectral normalization, weight viewed as a matrix with rows = weight.shape[dim].
   // n_power_iterations steps of u = normalize(M v), v = normalize(M^T u), updating u and v in
   // place; returns sigma = u^T M v for the new vectors (float32, float64 for float64 weights)
   // and copies of u and v that later in-place updates cannot change (saved for backward).
@@ -25,7 +25,7 @@ TORCH_LIBRARY(ganops, m) {
   // spectral_normalize with the vectors and sigma it returned.
   m.def("spectral_norm_weight(Tensor weight, Tensor(a!) u, Tensor(b!) v, int dim, int n_power_iterations, float eps) -> Tensor");
 
-  // Gradient penalties (DESIGN §5). Per-sample mixes that make the penalty's input, with one
+  // Gradient penalties. Per-sample mixes that make the penalty's input, with one
   // coefficient per sample (shape (N,) or (N, 1, ...)):
   //     per_sample_lerp: input + weight_b * (end - input)   (WGAN-GP interpolation)
   //     per_sample_add:  input + alpha_b * other             (DRAGAN perturbation)

@@ -1,4 +1,4 @@
-"""Gradient penalties for TensorFlow / Keras 3 (DESIGN section 5) on the fused ops.
+"""Gradient penalties for TensorFlow / Keras 3 on the fused ops.
 
     penalty = gtf.gradient_penalty(D, real, fake, kind="wgan-gp")     # inside your GradientTape
     penalty = gtf.r1_penalty(D, real, gamma=10.0)

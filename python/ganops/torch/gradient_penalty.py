@@ -1,4 +1,4 @@
-"""Gradient penalties for PyTorch (DESIGN §5): one call from a discriminator and a batch to
+"""Gradient penalties for PyTorch: one call from a discriminator and a batch to
 the penalty, on the fused ops of _gradient_penalty_ops.py.
 
     gp = gt.gradient_penalty(D, real, fake, kind="wgan-gp")          # 10 * E[(||dD/dx|| - 1)^2]

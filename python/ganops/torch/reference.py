@@ -1,5 +1,6 @@
 """Pure-PyTorch reference implementations: ground truth for the tests, baseline for the
-benchmarks. Written from the formulas in DESIGN.md with torch's own functions."""
+benchmarks. Written from the formulas in README.md (and the
+core headers' file-top comments) with torch's own functions."""
 from typing import Optional
 
 import torch
@@ -50,7 +51,7 @@ def _weight_to_matrix(weight: torch.Tensor, dim: int) -> torch.Tensor:
 def spectral_norm_power_iteration(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
                                   dim: int = 0, n_power_iterations: int = 1,
                                   eps: float = 1e-12) -> torch.Tensor:
-    """Reference power method (DESIGN §4, torch's order): n times u = normalize(M v),
+    """Reference power method (README's spectral normalization, torch's order): n times u = normalize(M v),
     v = normalize(M^T u), updating u and v in place; returns sigma = u^T M v (not
     differentiable). Computes in float32 for half types, float64 for float64."""
     acc = torch.float64 if weight.dtype == torch.float64 else torch.float32
@@ -75,7 +76,7 @@ def spectral_normalize(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
     return (weight.to(acc) / sigma).to(weight.dtype)
 
 
-# Gradient penalties (DESIGN §5), written the way GAN code usually writes them.
+# Gradient penalties (README's table of kinds), written the way GAN code usually writes them.
 
 def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """fake + eps_b (real - fake)."""

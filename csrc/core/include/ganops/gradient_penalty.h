@@ -1,4 +1,4 @@
-// Gradient penalties (DESIGN §5): the per-sample mix that makes the penalty's inputs, and the
+// Gradient penalties: the per-sample mix that makes the penalty's inputs, and the
 // per-sample norm of a gradient with the penalty on it, its reduction and its backward.
 //
 // Memory model: a dense tensor whose batch dim is outermost in memory (contiguous and
