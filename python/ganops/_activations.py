@@ -16,10 +16,12 @@ def defaults():
 
 
 _PREFIX = "ganops.bias_act:"
-_MAX_SHOWN = 60  # characters of a bad string quoted in a message
+_MAX_SHOWN = 60  # characters of a bad value quoted in a message
 
 
-def _describe(value):
+def describe(value):
+    """repr(value), cut to a length that fits in one line of an error message (a bad argument
+    can be a whole file's contents). Shared by both front ends' argument checks."""
     text = repr(value)
     return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN - 3] + "..."
 
@@ -29,7 +31,7 @@ def _real(value, name):
     it)."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
-    raise TypeError(f"{_PREFIX} {name} must be a float, got {_describe(value)}")
+    raise TypeError(f"{_PREFIX} {name} must be a float, got {describe(value)}")
 
 
 def resolve(act, alpha=None, gain=None, clamp=None):
@@ -42,7 +44,7 @@ def resolve(act, alpha=None, gain=None, clamp=None):
     if not isinstance(act, str):
         raise TypeError(f"{_PREFIX} act must be a string, got {type(act).__name__}")
     if act not in table:
-        raise ValueError(f"{_PREFIX} act: unknown activation {_describe(act)}; expected one of "
+        raise ValueError(f"{_PREFIX} act: unknown activation {describe(act)}; expected one of "
                          f"{', '.join(table)}")
     default_alpha, default_gain = table[act]
     if alpha is not None and act != "lrelu":

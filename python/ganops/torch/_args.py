@@ -8,14 +8,7 @@ import operator
 
 import torch
 
-# A bad string argument can be a whole file's contents; the message quotes its start.
-_MAX_REPR = 60
-
-
-def describe(value):
-    """repr(value), cut to a length that fits in one line of an error message."""
-    text = repr(value)
-    return text if len(text) <= _MAX_REPR else text[:_MAX_REPR - 3] + "..."
+from ganops._activations import describe
 
 
 def tensor(value, fn, name, optional=False):
